@@ -1,0 +1,120 @@
+// Package topology creates the JetStream streams, key-value buckets and object
+// store that CISS runs on. The dispatcher owns the topology; the gateway and the
+// workers only bind to it. deploy/nats/README.md explains each choice.
+package topology
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"ciss.dev/schemas"
+)
+
+// StreamAdvisories captures JetStream's max-deliveries advisories for the CISS
+// streams, so a message that exhausted its deliveries is dead-lettered even when
+// the dispatcher was down at the moment it happened.
+const StreamAdvisories = "CISS_ADVISORIES"
+
+// AdvisoryMaxDeliveriesPrefix is the subject prefix of max-deliveries advisories.
+const AdvisoryMaxDeliveriesPrefix = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+
+// Config sizes the topology. The zero value suits a single-node server.
+type Config struct {
+	// Replicas for every stream and bucket; default 1. Use 3 on a NATS cluster.
+	Replicas int
+	// Retain is how long job requests, results and job state are kept; default 7 days.
+	Retain time.Duration
+	// RetainDeadLetters is how long dead letters are kept; default 30 days.
+	RetainDeadLetters time.Duration
+	// CacheTTL is how long a cached scan result may answer a rescan; default 24h.
+	CacheTTL time.Duration
+	// DuplicateWindow is how long JetStream remembers message ids to drop
+	// duplicates; default 10 minutes, longer than any redelivery cycle.
+	DuplicateWindow time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	c.Replicas = cmp.Or(c.Replicas, 1)
+	c.Retain = cmp.Or(c.Retain, 7*24*time.Hour)
+	c.RetainDeadLetters = cmp.Or(c.RetainDeadLetters, 30*24*time.Hour)
+	c.CacheTTL = cmp.Or(c.CacheTTL, 24*time.Hour)
+	c.DuplicateWindow = cmp.Or(c.DuplicateWindow, 10*time.Minute)
+	return c
+}
+
+// Streams returns the stream configurations of the topology.
+func Streams(c Config) []jetstream.StreamConfig {
+	c = c.withDefaults()
+	base := func(name, desc string, subjects ...string) jetstream.StreamConfig {
+		return jetstream.StreamConfig{
+			Name:        name,
+			Description: desc,
+			Subjects:    subjects,
+			Storage:     jetstream.FileStorage,
+			Replicas:    c.Replicas,
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			MaxAge:      c.Retain,
+			MaxMsgSize:  schemas.MaxEventSize,
+			Duplicates:  c.DuplicateWindow,
+		}
+	}
+	jobs := base(schemas.StreamJobs, "CISS job requests per lane and job completion events", "ciss.jobs.>")
+	tasks := base(schemas.StreamTasks, "CISS tool tasks per lane and tool: a work queue", schemas.SubjectTasksPrefix+".>")
+	tasks.Retention = jetstream.WorkQueuePolicy
+	results := base(schemas.StreamResults, "CISS task started/completed events from workers", "ciss.results.>")
+	dlq := base(schemas.StreamDeadLetter, "CISS messages given up on, with the reason", schemas.SubjectDeadLetterPrefix+".>")
+	dlq.MaxAge = c.RetainDeadLetters
+	dlq.MaxMsgSize = 2 * schemas.MaxEventSize
+	adv := base(StreamAdvisories, "JetStream max-deliveries advisories for CISS streams",
+		AdvisoryMaxDeliveriesPrefix+"."+schemas.StreamJobs+".>",
+		AdvisoryMaxDeliveriesPrefix+"."+schemas.StreamTasks+".>",
+		AdvisoryMaxDeliveriesPrefix+"."+schemas.StreamResults+".>")
+	adv.MaxMsgSize = -1
+	return []jetstream.StreamConfig{jobs, tasks, results, dlq, adv}
+}
+
+// Ensure creates or updates every stream, bucket and object store of the
+// topology. It is idempotent and safe to run from several dispatchers at once.
+func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
+	c = c.withDefaults()
+	for _, sc := range Streams(c) {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
+		}
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      schemas.BucketJobs,
+		Description: "CISS job state, key <tenant>.<job id>",
+		History:     5,
+		TTL:         c.Retain,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+	}); err != nil {
+		return fmt.Errorf("ensure kv %s: %w", schemas.BucketJobs, err)
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      schemas.BucketResultCache,
+		Description: "CISS scan result cache, key sha256(tool, tool version, db version, digest, params)",
+		History:     1,
+		TTL:         c.CacheTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+	}); err != nil {
+		return fmt.Errorf("ensure kv %s: %w", schemas.BucketResultCache, err)
+	}
+	if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      schemas.ObjectReports,
+		Description: "CISS report documents, content-addressed",
+		TTL:         c.Retain,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+	}); err != nil {
+		return fmt.Errorf("ensure object store %s: %w", schemas.ObjectReports, err)
+	}
+	return nil
+}

@@ -1,0 +1,145 @@
+package schemas
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// CISS events are CloudEvents 1.0 in structured JSON mode: the whole NATS message
+// body is one CloudEvents JSON object with the payload in "data", and the NATS
+// header Nats-Msg-Id carries a deduplication id. Structured mode was chosen over
+// the NATS protocol binding's binary mode because the body alone is then a
+// complete, self-describing event: it survives being copied to a dead-letter
+// stream, an object store or a log without its headers.
+
+// SpecVersion is the CloudEvents version CISS speaks.
+const SpecVersion = "1.0"
+
+// Event types. The version suffix changes when the data's meaning changes
+// incompatibly; adding optional fields keeps it.
+const (
+	TypeJobRequested  = "dev.ciss.job.requested.v1"  // data: Job
+	TypeJobCompleted  = "dev.ciss.job.completed.v1"  // data: Job (terminal)
+	TypeTaskRequested = "dev.ciss.task.requested.v1" // data: Task
+	TypeTaskStarted   = "dev.ciss.task.started.v1"   // data: TaskStarted
+	TypeTaskCompleted = "dev.ciss.task.completed.v1" // data: TaskResult
+	TypeCancelRequest = "dev.ciss.job.cancel.v1"     // data: CancelRequest
+	TypeDeadLettered  = "dev.ciss.deadletter.v1"     // data: DeadLetter
+)
+
+// MaxEventSize bounds an encoded event. Reports never travel in events; they are
+// stored in the object store and referenced.
+const MaxEventSize = 256 << 10
+
+// Event is a CloudEvents 1.0 event in structured JSON mode.
+type Event struct {
+	SpecVersion     string          `json:"specversion"`
+	ID              string          `json:"id"`
+	Source          string          `json:"source"`
+	Type            string          `json:"type"`
+	Subject         string          `json:"subject,omitempty"`
+	Time            time.Time       `json:"time"`
+	DataContentType string          `json:"datacontenttype"`
+	Data            json.RawMessage `json:"data"`
+}
+
+// Errors returned when decoding events.
+var (
+	// ErrNotCloudEvent means the message is not a CloudEvents 1.0 JSON object.
+	ErrNotCloudEvent = errors.New("not a CloudEvents 1.0 structured JSON event")
+	// ErrUnexpectedType means the event is valid but of another type than asked.
+	ErrUnexpectedType = errors.New("unexpected event type")
+)
+
+// NewEvent wraps data in an event with a fresh random id.
+func NewEvent(typ, source, subject string, data any) (Event, error) {
+	b, err := json.Marshal(data)
+	if err != nil {
+		return Event{}, fmt.Errorf("encode %s data: %w", typ, err)
+	}
+	return Event{
+		SpecVersion:     SpecVersion,
+		ID:              NewEventID(),
+		Source:          source,
+		Type:            typ,
+		Subject:         subject,
+		Time:            time.Now().UTC(),
+		DataContentType: MediaTypeJSON,
+		Data:            b,
+	}, nil
+}
+
+// NewEventID returns 128 random bits as hex.
+func NewEventID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go ≥1.24 panics instead).
+	return hex.EncodeToString(b[:])
+}
+
+// Marshal encodes the event and a data value together.
+func Marshal(typ, source, subject string, data any) ([]byte, error) {
+	ev, err := NewEvent(typ, source, subject, data)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(ev)
+}
+
+// ParseEvent decodes a structured-mode event strictly: unknown envelope fields,
+// a missing required attribute or a body larger than MaxEventSize are errors.
+func ParseEvent(b []byte) (Event, error) {
+	var ev Event
+	if len(b) > MaxEventSize {
+		return ev, fmt.Errorf("%w: %d bytes is over the %d byte limit", ErrNotCloudEvent, len(b), MaxEventSize)
+	}
+	if err := DecodeStrict(b, &ev); err != nil {
+		return ev, fmt.Errorf("%w: %w", ErrNotCloudEvent, err)
+	}
+	switch {
+	case ev.SpecVersion != SpecVersion:
+		return ev, fmt.Errorf("%w: specversion %q", ErrNotCloudEvent, ev.SpecVersion)
+	case ev.ID == "" || ev.Source == "" || ev.Type == "":
+		return ev, fmt.Errorf("%w: id, source and type are required", ErrNotCloudEvent)
+	}
+	return ev, nil
+}
+
+// Decode decodes the event's data into v, strictly, after checking the type.
+func (e Event) Decode(typ string, v any) error {
+	if e.Type != typ {
+		return fmt.Errorf("%w: got %q, want %q", ErrUnexpectedType, e.Type, typ)
+	}
+	if err := DecodeStrict(e.Data, v); err != nil {
+		return fmt.Errorf("decode %s data: %w", typ, err)
+	}
+	return nil
+}
+
+// Unmarshal parses an event of the given type and decodes its data into v.
+func Unmarshal(b []byte, typ string, v any) (Event, error) {
+	ev, err := ParseEvent(b)
+	if err != nil {
+		return ev, err
+	}
+	return ev, ev.Decode(typ, v)
+}
+
+// DecodeStrict decodes exactly one JSON value, rejecting unknown fields and
+// trailing data.
+func DecodeStrict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if err := dec.Decode(new(json.RawMessage)); !errors.Is(err, io.EOF) {
+		return errors.New("trailing data after JSON value")
+	}
+	return nil
+}

@@ -1,0 +1,3 @@
+module ciss.dev/schemas
+
+go 1.26

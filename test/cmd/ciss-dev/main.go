@@ -1,0 +1,113 @@
+// Command ciss-dev runs the whole CISS stack locally for development (`make
+// run`): embedded NATS JetStream, a loopback registry seeded with demo images,
+// a dev PKI and Trivy DB fixture in .ciss/dev/, and the real gateway,
+// dispatcher and worker binaries. It prints what to try next and runs in the
+// foreground until interrupted, then stops everything it started.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"ciss.dev/test/stack"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "ciss-dev:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var cfg stack.Config
+	var quiet bool
+	fs := flag.NewFlagSet("ciss-dev", flag.ExitOnError)
+	fs.StringVar(&cfg.Dir, "dir", ".ciss/dev", "state directory (PKI, DB fixture, JetStream store)")
+	fs.StringVar(&cfg.BinDir, "bin-dir", "bin", "directory holding ciss-gateway, ciss-dispatcher, ciss-worker")
+	fs.StringVar(&cfg.Trivy, "trivy", os.Getenv("CISS_TRIVY"), "trivy binary [CISS_TRIVY]")
+	fs.StringVar(&cfg.NATSURL, "nats-url", os.Getenv("CISS_NATS_URL"), "external NATS URL; empty embeds a JetStream server [CISS_NATS_URL]")
+	fs.IntVar(&cfg.NATSPort, "nats-port", 4222, "embedded NATS port")
+	fs.StringVar(&cfg.APIAddr, "api-addr", "127.0.0.1:8443", "gateway mTLS API address")
+	fs.StringVar(&cfg.RegistryAddr, "registry-addr", "127.0.0.1:5000", "loopback OCI registry address")
+	admin := fs.String("admin-addrs", "127.0.0.1:9443,127.0.0.1:9444,127.0.0.1:9445", "admin addresses of gateway,dispatcher,worker")
+	fs.BoolVar(&quiet, "quiet", false, "do not print component logs")
+	_ = fs.Parse(os.Args[1:])
+	if cfg.Trivy == "" {
+		return fmt.Errorf("-trivy is required (deploy/tools/install-trivy.sh prints the path)")
+	}
+	addrs := strings.Split(*admin, ",")
+	if len(addrs) != 3 {
+		return fmt.Errorf("-admin-addrs: want 3 comma-separated addresses, got %q", *admin)
+	}
+	cfg.AdminAddrs = map[string]string{stack.Gateway: addrs[0], stack.Dispatcher: addrs[1], stack.Worker: addrs[2]}
+	if !quiet {
+		cfg.Output = os.Stderr
+	}
+	var err error
+	if cfg.Dir, err = filepath.Abs(cfg.Dir); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	start := time.Now()
+	fmt.Fprintln(os.Stderr, "ciss-dev: starting NATS JetStream, registry, gateway, dispatcher and worker…")
+	s, err := stack.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	for name, content := range map[string]string{"demo-image": s.Images.Vulnerable, "clean-image": s.Images.Clean} {
+		if err := os.WriteFile(filepath.Join(cfg.Dir, name), []byte(content+"\n"), 0o644); err != nil {
+			return err
+		}
+	}
+	printNext(os.Stdout, cfg, s, time.Since(start))
+	<-ctx.Done()
+	fmt.Fprintln(os.Stderr, "\nciss-dev: stopping…")
+	return nil
+}
+
+func printNext(w *os.File, cfg stack.Config, s *stack.Stack, took time.Duration) {
+	rel := func(p string) string {
+		if wd, err := os.Getwd(); err == nil {
+			if r, err := filepath.Rel(wd, p); err == nil && !strings.HasPrefix(r, "..") {
+				return r
+			}
+		}
+		return p
+	}
+	tls := fmt.Sprintf("--cacert %s --cert %s --key %s", rel(s.PKI.CAFile), rel(s.PKI.ClientCertFile), rel(s.PKI.ClientKeyFile))
+	fmt.Fprintf(w, `
+CISS is up (%s).
+  API (mTLS)   %s        admin identity: %s
+  NATS         %s
+  registry     %s        demo image: %s (in %s)
+  admin        gateway http://%s  dispatcher http://%s  worker http://%s  (/healthz /readyz /metrics)
+
+Try it (from this directory, in another terminal):
+
+  # 1. submit a scan of the demo image; prints the job id
+  ID=$(curl -sS -o /dev/null -D - %s -H 'Content-Type: application/json' \
+    -d '{"type":"image-scan","target":{"image":"%s"}}' \
+    %s/v1/jobs | sed -n 's|^[Ll]ocation: /v1/jobs/\([^[:space:]]*\).*|\1|p'); echo "job $ID"
+
+  # 2. poll it (long-polls up to 30s for the status to change)
+  curl -sS %s "%s/v1/jobs/$ID?wait=30s"
+
+  # 3. fetch the SARIF report (also: application/json for Trivy's, application/vnd.cyclonedx+json)
+  curl -sS %s -H 'Accept: application/sarif+json' %s/v1/jobs/$ID/result
+
+Press Ctrl-C to stop everything.
+`, took.Round(100*time.Millisecond), s.APIURL, rel(s.PKI.ClientCertFile), s.NATSURL, s.Registry.Addr(), s.Images.Vulnerable,
+		rel(filepath.Join(cfg.Dir, "demo-image")), cfg.AdminAddrs[stack.Gateway], cfg.AdminAddrs[stack.Dispatcher], cfg.AdminAddrs[stack.Worker],
+		tls, s.Images.Vulnerable, s.APIURL, tls, s.APIURL, tls, s.APIURL)
+}

@@ -1,0 +1,408 @@
+// Package stack brings up the whole CISS stack on loopback: an embedded NATS
+// JetStream server (unless an external URL is given), a loopback OCI registry
+// seeded with the demo images, a dev PKI, the offline Trivy DB fixture, and the
+// real gateway, dispatcher and worker binaries as child processes. `make run`
+// and the end-to-end tests both use it, so the quick start is what is tested.
+package stack
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"ciss.dev/test/fixture"
+)
+
+// Component names.
+const (
+	Gateway    = "gateway"
+	Dispatcher = "dispatcher"
+	Worker     = "worker"
+)
+
+// Config configures a stack. Zero values pick free loopback ports and defaults.
+type Config struct {
+	// Dir holds the stack's state: the dev PKI (ca.pem, client.pem, …), trivy-cache/, nats/, policy.yaml.
+	// Required.
+	Dir string
+	// BinDir holds ciss-gateway, ciss-dispatcher and ciss-worker. Required;
+	// see Build.
+	BinDir string
+	// Trivy is the trivy binary. Required.
+	Trivy string
+	// NATSURL is an external NATS server; empty embeds one.
+	NATSURL string
+	// NATSPort is the embedded server's port; 0 picks a free one.
+	NATSPort int
+	// RegistryAddr is the registry listen address; default 127.0.0.1:0.
+	RegistryAddr string
+	// APIAddr is the gateway's mTLS address; default a free loopback port.
+	APIAddr string
+	// AdminAddrs are the components' admin addresses; default free ports.
+	AdminAddrs map[string]string
+	// Policy is the gateway policy YAML; default DevPolicy.
+	Policy string
+	// RoutingFile is the routing file; default deploy/routing.yaml of this repo.
+	RoutingFile string
+	// Args adds flags per component, e.g. {Worker: {"-ack-wait", "3s"}}.
+	Args map[string][]string
+	// Output receives the components' logs, each line prefixed with its name;
+	// default discards.
+	Output io.Writer
+}
+
+// DevPolicy binds the dev admin identity (fixture.WriteDevPKI's client.pem) to
+// the tenant "dev" with every role.
+const DevPolicy = `version: 1
+bindings:
+  - name: dev-admin
+    match:
+      spiffe_id: "` + fixture.DevAdminSPIFFEID + `"
+    tenant: dev
+    roles: [admin]
+`
+
+// Stack is a running CISS stack.
+type Stack struct {
+	cfg Config
+
+	// NATSURL is the URL every component uses.
+	NATSURL string
+	// NATS is the embedded server, nil with an external one.
+	NATS *server.Server
+	// Registry is the loopback registry, Images what it was seeded with.
+	Registry *fixture.Registry
+	Images   fixture.Seeded
+	// PKI is the dev PKI; DB the Trivy DB fixture.
+	PKI fixture.DevPKI
+	DB  fixture.DBInfo
+	// APIURL is the gateway base URL (https://127.0.0.1:PORT).
+	APIURL string
+	// PolicyFile is the gateway policy file; rewrite it to change the policy.
+	PolicyFile string
+
+	natsOpts *server.Options
+	out      *lineWriter
+
+	mu    sync.Mutex
+	procs map[string]*exec.Cmd
+	exits map[string]chan error
+}
+
+// Start brings the stack up and returns once every component reports ready.
+// On error everything already started is stopped.
+func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
+	if cfg.Dir == "" || cfg.BinDir == "" || cfg.Trivy == "" {
+		return nil, errors.New("stack: Config.Dir, BinDir and Trivy are required")
+	}
+	if cfg.RoutingFile == "" {
+		root, err := RepoRoot()
+		if err != nil {
+			return nil, err
+		}
+		cfg.RoutingFile = filepath.Join(root, "deploy", "routing.yaml")
+	}
+	cfg.Policy = cmp.Or(cfg.Policy, DevPolicy)
+	cfg.RegistryAddr = cmp.Or(cfg.RegistryAddr, "127.0.0.1:0")
+	if cfg.Output == nil {
+		cfg.Output = io.Discard
+	}
+	admin := map[string]string{}
+	for _, c := range []string{Gateway, Dispatcher, Worker} {
+		if a := cfg.AdminAddrs[c]; a != "" {
+			admin[c] = a
+		} else if admin[c], err = FreeAddr(); err != nil {
+			return nil, err
+		}
+	}
+	cfg.AdminAddrs = admin
+	if cfg.APIAddr == "" {
+		if cfg.APIAddr, err = FreeAddr(); err != nil {
+			return nil, err
+		}
+	}
+	s = &Stack{cfg: cfg, out: &lineWriter{w: cfg.Output}, procs: map[string]*exec.Cmd{}, exits: map[string]chan error{}}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if s.PKI, err = fixture.WriteDevPKI(cfg.Dir); err != nil {
+		return nil, err
+	}
+	if s.DB, err = fixture.BuildTrivyDB(filepath.Join(cfg.Dir, "trivy-cache")); err != nil {
+		return nil, err
+	}
+	s.PolicyFile = filepath.Join(cfg.Dir, "policy.yaml")
+	if err := os.WriteFile(s.PolicyFile, []byte(cfg.Policy), 0o600); err != nil {
+		return nil, fmt.Errorf("stack: write policy: %w", err)
+	}
+	// The registry lives as long as the stack, not as long as start-up.
+	if s.Registry, err = fixture.StartRegistry(context.WithoutCancel(ctx), cfg.RegistryAddr); err != nil {
+		return nil, err
+	}
+	if s.Images, err = s.Registry.Seed(ctx); err != nil {
+		return nil, err
+	}
+	s.NATSURL = cfg.NATSURL
+	if s.NATSURL == "" {
+		if err := s.startNATS(); err != nil {
+			return nil, err
+		}
+	}
+	s.APIURL = "https://" + cfg.APIAddr
+	// The dispatcher creates the topology; the others wait for it anyway, but
+	// starting it first makes start-up quicker and its errors clearer.
+	for _, c := range []string{Dispatcher, Gateway, Worker} {
+		if err := s.StartComponent(ctx, c); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func (s *Stack) startNATS() error {
+	port := cmp.Or(s.cfg.NATSPort, -1)
+	if s.natsOpts != nil {
+		port = s.natsOpts.Port // a restart keeps the port clients reconnect to
+	}
+	opts := &server.Options{
+		ServerName: "ciss-embedded",
+		Host:       "127.0.0.1",
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   filepath.Join(s.cfg.Dir, "nats"),
+		NoSigs:     true,
+		MaxPayload: 1 << 20,
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return fmt.Errorf("stack: embedded NATS: %w", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return errors.New("stack: embedded NATS did not become ready in 30s")
+	}
+	addr := ns.Addr().(*net.TCPAddr)
+	opts.Port = addr.Port
+	s.natsOpts = opts
+	s.NATS = ns
+	s.NATSURL = fmt.Sprintf("nats://127.0.0.1:%d", addr.Port)
+	return nil
+}
+
+// StopNATS shuts the embedded NATS server down (its file store stays).
+func (s *Stack) StopNATS() {
+	if s.NATS != nil {
+		s.NATS.Shutdown()
+		s.NATS.WaitForShutdown()
+	}
+}
+
+// StartNATS starts the embedded server again on the same port and store.
+func (s *Stack) StartNATS() error { return s.startNATS() }
+
+// args returns a component's command line.
+func (s *Stack) args(c string) []string {
+	a := []string{"-nats-url", s.NATSURL, "-admin-addr", s.cfg.AdminAddrs[c]}
+	switch c {
+	case Gateway:
+		a = append(a, "-api-addr", s.cfg.APIAddr, "-tls-cert", s.PKI.ServerCertFile, "-tls-key", s.PKI.ServerKeyFile,
+			"-client-ca", s.PKI.CAFile, "-policy", s.PolicyFile)
+	case Dispatcher:
+		a = append(a, "-routing", s.cfg.RoutingFile)
+	case Worker:
+		a = append(a, "-trivy", s.cfg.Trivy, "-trivy-cache-dir", s.DB.CacheDir, "-work-dir", s.workDir())
+	}
+	return append(a, s.cfg.Args[c]...)
+}
+
+func (s *Stack) workDir() string { return filepath.Join(s.cfg.Dir, "work") }
+
+// StartComponent starts a component's binary and waits until its /readyz says
+// ready (or it exits, or ctx ends).
+func (s *Stack) StartComponent(ctx context.Context, c string) error {
+	if err := os.MkdirAll(s.workDir(), 0o700); err != nil {
+		return err
+	}
+	cmd := exec.Command(filepath.Join(s.cfg.BinDir, "ciss-"+c), s.args(c)...)
+	cmd.Env = append(os.Environ(), "HOME="+s.cfg.Dir)
+	logw := s.out.prefixed(c)
+	cmd.Stdout, cmd.Stderr = logw, logw
+	// Its own process group (so a kill reaches its children, e.g. trivy), and
+	// dead with us if the test binary dies.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("stack: start %s: %w", c, err)
+	}
+	exit := make(chan error, 1)
+	go func() {
+		err := cmd.Wait()
+		_ = logw.Close()
+		exit <- err
+	}()
+	s.mu.Lock()
+	s.procs[c], s.exits[c] = cmd, exit
+	s.mu.Unlock()
+	return s.waitReady(ctx, c, exit)
+}
+
+func (s *Stack) waitReady(ctx context.Context, c string, exit chan error) error {
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	url := "http://" + s.cfg.AdminAddrs[c] + "/readyz"
+	client := &http.Client{Timeout: 2 * time.Second}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if resp, err := client.Get(url); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case err := <-exit:
+			exit <- err // keep it for Stop
+			return fmt.Errorf("stack: %s exited before it was ready: %v", c, err)
+		case <-ctx.Done():
+			return fmt.Errorf("stack: %s not ready: %w", c, context.Cause(ctx))
+		case <-tick.C:
+		}
+	}
+}
+
+// StopComponent sends sig to a component's process group and waits for it to
+// exit. SIGKILL simulates a crash; SIGTERM a graceful stop.
+func (s *Stack) StopComponent(c string, sig syscall.Signal) error {
+	s.mu.Lock()
+	cmd, exit := s.procs[c], s.exits[c]
+	delete(s.procs, c)
+	s.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, sig)
+	select {
+	case <-exit:
+	case <-time.After(45 * time.Second):
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exit
+	}
+	return nil
+}
+
+// AdminURL is a component's admin base URL.
+func (s *Stack) AdminURL(c string) string { return "http://" + s.cfg.AdminAddrs[c] }
+
+// Close stops every component gracefully, then the registry and NATS.
+func (s *Stack) Close() {
+	for _, c := range []string{Gateway, Worker, Dispatcher} {
+		_ = s.StopComponent(c, syscall.SIGTERM)
+	}
+	if s.Registry != nil {
+		_ = s.Registry.Close()
+	}
+	s.StopNATS()
+}
+
+// Client returns an HTTPS client for the gateway presenting kp (nil: no
+// client certificate) and trusting the dev CA.
+func (s *Stack) Client(kp *fixture.KeyPair) (*http.Client, error) {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(s.PKI.CA.CertPEM())
+	tc := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}
+	if kp != nil {
+		c, err := kp.TLSCertificate()
+		if err != nil {
+			return nil, err
+		}
+		tc.Certificates = []tls.Certificate{c}
+	}
+	return &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{TLSClientConfig: tc, MaxIdleConnsPerHost: 64}}, nil
+}
+
+// FreeAddr returns a loopback address with a port free at the time of the call.
+func FreeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("stack: free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// RepoRoot finds the repository root (the directory holding go.work).
+func RepoRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOWORK").Output()
+	if err != nil {
+		return "", fmt.Errorf("stack: go env GOWORK: %w", err)
+	}
+	gowork := strings.TrimSpace(string(out))
+	if gowork == "" || gowork == "off" {
+		return "", errors.New("stack: not inside the CISS workspace (go env GOWORK is empty)")
+	}
+	return filepath.Dir(gowork), nil
+}
+
+// Build compiles the three component binaries into dir.
+func Build(ctx context.Context, dir string) error {
+	root, err := RepoRoot()
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+string(os.PathSeparator),
+		"ciss.dev/gateway/cmd/ciss-gateway", "ciss.dev/dispatcher/cmd/ciss-dispatcher", "ciss.dev/workers/cmd/ciss-worker")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("stack: build binaries: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// lineWriter serialises prefixed log lines from several processes.
+type lineWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lineWriter) prefixed(name string) *io.PipeWriter {
+	pr, pw := io.Pipe()
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			l.mu.Lock()
+			fmt.Fprintf(l.w, "%-10s| %s\n", name, sc.Text())
+			l.mu.Unlock()
+		}
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	return pw
+}
+
+// Port returns the port of a host:port address.
+func Port(addr string) int {
+	_, p, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(p)
+	return n
+}

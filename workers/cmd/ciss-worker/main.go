@@ -1,0 +1,110 @@
+// Command ciss-worker runs CISS tool tasks. Tools are registered here,
+// explicitly; flags override the environment; run with -h for the list.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"ciss.dev/schemas"
+	"ciss.dev/workers"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "ciss-worker:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		cfg                   workers.Config
+		trivyCfg              workers.TrivyConfig
+		interactive, bulk     int
+		logLevel, ackWait     string
+		taskTimeout, stopWait string
+	)
+	fs := flag.NewFlagSet("ciss-worker", flag.ExitOnError)
+	fs.StringVar(&cfg.NATSURL, "nats-url", os.Getenv("CISS_NATS_URL"), "NATS server URL(s) [CISS_NATS_URL]")
+	fs.StringVar(&cfg.NATSCredsFile, "nats-creds", os.Getenv("CISS_NATS_CREDS"), "NATS credentials file [CISS_NATS_CREDS]")
+	fs.StringVar(&cfg.NATSCAFile, "nats-ca", os.Getenv("CISS_NATS_CA"), "CA bundle for NATS TLS [CISS_NATS_CA]")
+	fs.StringVar(&cfg.NATSCertFile, "nats-cert", os.Getenv("CISS_NATS_CERT"), "client certificate for NATS TLS [CISS_NATS_CERT]")
+	fs.StringVar(&cfg.NATSKeyFile, "nats-key", os.Getenv("CISS_NATS_KEY"), "client key for NATS TLS [CISS_NATS_KEY]")
+	fs.StringVar(&cfg.AdminAddr, "admin-addr", os.Getenv("CISS_WORKER_ADMIN_ADDR"), "admin HTTP address, - to disable (default 127.0.0.1:9445) [CISS_WORKER_ADMIN_ADDR]")
+	fs.StringVar(&cfg.WorkDir, "work-dir", os.Getenv("CISS_WORKER_WORK_DIR"), "directory for per-task working directories [CISS_WORKER_WORK_DIR]")
+	fs.StringVar(&cfg.Name, "name", os.Getenv("CISS_WORKER_NAME"), "instance name in events (default host-pid) [CISS_WORKER_NAME]")
+	fs.IntVar(&interactive, "concurrency-interactive", 0, "tasks at once in the interactive lane, per tool (default 4)")
+	fs.IntVar(&bulk, "concurrency-bulk", 0, "tasks at once in the bulk lane, per tool (default 1)")
+	fs.StringVar(&ackWait, "ack-wait", envOr("CISS_WORKER_ACK_WAIT", "30s"), "redelivery timeout without heartbeat [CISS_WORKER_ACK_WAIT]")
+	fs.IntVar(&cfg.MaxDeliver, "max-deliver", 0, "deliveries of one task before its job fails (default 5)")
+	fs.StringVar(&taskTimeout, "task-timeout", envOr("CISS_WORKER_TASK_TIMEOUT", "10m"), "default time limit of one task [CISS_WORKER_TASK_TIMEOUT]")
+	fs.StringVar(&stopWait, "stop-wait", "30s", "how long a graceful stop waits for running tasks")
+	fs.StringVar(&trivyCfg.Binary, "trivy", os.Getenv("CISS_TRIVY"), "trivy binary (default: trivy on PATH) [CISS_TRIVY]")
+	fs.StringVar(&trivyCfg.CacheDir, "trivy-cache-dir", os.Getenv("CISS_TRIVY_CACHE_DIR"), "Trivy cache dir holding the provisioned DB in db/ (required) [CISS_TRIVY_CACHE_DIR]")
+	fs.StringVar(&logLevel, "log-level", envOr("CISS_LOG_LEVEL", "info"), "debug, info, warn or error [CISS_LOG_LEVEL]")
+	_ = fs.Parse(os.Args[1:])
+
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+		return fmt.Errorf("-log-level: %w", err)
+	}
+	var err error
+	if cfg.AckWait, err = time.ParseDuration(ackWait); err != nil {
+		return fmt.Errorf("-ack-wait: %w", err)
+	}
+	if cfg.TaskTimeout, err = time.ParseDuration(taskTimeout); err != nil {
+		return fmt.Errorf("-task-timeout: %w", err)
+	}
+	wait, err := time.ParseDuration(stopWait)
+	if err != nil {
+		return fmt.Errorf("-stop-wait: %w", err)
+	}
+	if trivyCfg.Binary == "" {
+		if trivyCfg.Binary, err = exec.LookPath("trivy"); err != nil {
+			return errors.New("-trivy: no trivy binary given and none on PATH (deploy/tools/install-trivy.sh builds one)")
+		}
+	}
+	if trivyCfg.CacheDir == "" {
+		return errors.New("-trivy-cache-dir is required: a directory holding db/trivy.db and db/metadata.json")
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	cfg.Concurrency = map[schemas.Lane]int{schemas.LaneInteractive: interactive, schemas.LaneBulk: bulk}
+	host, _ := os.Hostname()
+	cfg.Source = "ciss-worker/" + host
+
+	tv, err := workers.NewTrivy(trivyCfg)
+	if err != nil {
+		return err
+	}
+	cfg.Tools = []workers.Tool{tv}
+
+	w, err := workers.New(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := w.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	return w.Stop(sctx)
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
