@@ -302,6 +302,7 @@ func (d *Dispatcher) settle(ctx context.Context, durable string, msg jetstream.M
 }
 
 func (d *Dispatcher) deadLetter(ctx context.Context, dl schemas.DeadLetter) error {
+	dl = dl.Bounded()
 	b, err := schemas.Marshal(schemas.TypeDeadLettered, d.cfg.Source, fmt.Sprintf("%s/%d", dl.Stream, dl.Sequence), dl)
 	if err != nil {
 		return err

@@ -9,8 +9,12 @@ import (
 // Duration is a time.Duration that travels as a Go duration string ("90s", "5m").
 type Duration time.Duration
 
-// MarshalJSON encodes d as a duration string.
+// MarshalJSON encodes d as a duration string. A negative duration is an
+// error: it could not be decoded again.
 func (d Duration) MarshalJSON() ([]byte, error) {
+	if d < 0 {
+		return nil, fmt.Errorf("duration %s is negative", time.Duration(d))
+	}
 	return json.Marshal(time.Duration(d).String())
 }
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -55,6 +56,11 @@ var (
 	ErrNotCloudEvent = errors.New("not a CloudEvents 1.0 structured JSON event")
 	// ErrUnexpectedType means the event is valid but of another type than asked.
 	ErrUnexpectedType = errors.New("unexpected event type")
+	// ErrEventTooLarge means an encoded event would exceed MaxEventSize.
+	ErrEventTooLarge = errors.New("event larger than MaxEventSize")
+	// ErrDuplicateKey means a JSON object repeats a key (compared
+	// case-insensitively, as encoding/json matches field names).
+	ErrDuplicateKey = errors.New("duplicate JSON object key")
 )
 
 // NewEvent wraps data in an event with a fresh random id.
@@ -82,13 +88,21 @@ func NewEventID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// Marshal encodes the event and a data value together.
+// Marshal encodes the event and a data value together. It refuses to produce an
+// event that consumers would reject as larger than MaxEventSize.
 func Marshal(typ, source, subject string, data any) ([]byte, error) {
 	ev, err := NewEvent(typ, source, subject, data)
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(ev)
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxEventSize {
+		return nil, fmt.Errorf("%w: %s is %d bytes", ErrEventTooLarge, typ, len(b))
+	}
+	return b, nil
 }
 
 // ParseEvent decodes a structured-mode event strictly: unknown envelope fields,
@@ -106,6 +120,10 @@ func ParseEvent(b []byte) (Event, error) {
 		return ev, fmt.Errorf("%w: specversion %q", ErrNotCloudEvent, ev.SpecVersion)
 	case ev.ID == "" || ev.Source == "" || ev.Type == "":
 		return ev, fmt.Errorf("%w: id, source and type are required", ErrNotCloudEvent)
+	case ev.Time.IsZero():
+		return ev, fmt.Errorf("%w: time is required", ErrNotCloudEvent)
+	case ev.DataContentType != MediaTypeJSON:
+		return ev, fmt.Errorf("%w: datacontenttype %q, want %q", ErrNotCloudEvent, ev.DataContentType, MediaTypeJSON)
 	}
 	return ev, nil
 }
@@ -114,6 +132,9 @@ func ParseEvent(b []byte) (Event, error) {
 func (e Event) Decode(typ string, v any) error {
 	if e.Type != typ {
 		return fmt.Errorf("%w: got %q, want %q", ErrUnexpectedType, e.Type, typ)
+	}
+	if d := bytes.TrimSpace(e.Data); len(d) == 0 || bytes.Equal(d, []byte("null")) {
+		return fmt.Errorf("decode %s data: data is missing or null", typ)
 	}
 	if err := DecodeStrict(e.Data, v); err != nil {
 		return fmt.Errorf("decode %s data: %w", typ, err)
@@ -130,9 +151,13 @@ func Unmarshal(b []byte, typ string, v any) (Event, error) {
 	return ev, ev.Decode(typ, v)
 }
 
-// DecodeStrict decodes exactly one JSON value, rejecting unknown fields and
-// trailing data.
+// DecodeStrict decodes exactly one JSON value, rejecting unknown fields,
+// duplicate keys (case-insensitively: encoding/json would let the last one win,
+// so two parsers could read different values) and trailing data.
 func DecodeStrict(b []byte, v any) error {
+	if err := checkDuplicateKeys(b); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -142,4 +167,53 @@ func DecodeStrict(b []byte, v any) error {
 		return errors.New("trailing data after JSON value")
 	}
 	return nil
+}
+
+// checkDuplicateKeys walks the JSON tokens and fails on an object that repeats
+// a key, compared case-insensitively. Syntax errors are left to the decoder.
+func checkDuplicateKeys(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	type frame struct {
+		object bool
+		keys   map[string]bool
+		key    bool // the next string token in an object is a key
+	}
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // io.EOF or a syntax error the real decode reports
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{':
+				stack = append(stack, &frame{object: true, keys: map[string]bool{}, key: true})
+				continue
+			case '[':
+				stack = append(stack, &frame{})
+				continue
+			default:
+				stack = stack[:len(stack)-1]
+			}
+		case string:
+			if top != nil && top.object && top.key {
+				k := strings.ToLower(t)
+				if top.keys[k] {
+					return fmt.Errorf("%w %q", ErrDuplicateKey, t)
+				}
+				top.keys[k] = true
+				top.key = false
+				continue
+			}
+		}
+		// A value ended: in an object, a key comes next.
+		if len(stack) > 0 && stack[len(stack)-1].object {
+			stack[len(stack)-1].key = true
+		}
+	}
 }

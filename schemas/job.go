@@ -11,9 +11,11 @@
 package schemas
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -105,7 +107,10 @@ var (
 	paramKeyRE = regexp.MustCompile(`^[a-z][a-z0-9_.-]*$`)
 	// imageRefRE is deliberately conservative: registry host[:port], path
 	// components, then a tag and/or a sha256 digest. No whitespace, no scheme.
-	imageRefRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9.-]*(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)+(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$`)
+	// The registry host is explicit (a DNS name or IPv4 address, labels
+	// without leading/trailing dashes, optional port): "library/alpine" is
+	// refused rather than read as a host called "library".
+	imageRefRE = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)+(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$`)
 )
 
 // FieldError says which request field is wrong and why. The gateway turns it into
@@ -135,6 +140,10 @@ func (r *JobRequest) Validate() error {
 			bad("target.image", "is longer than %d characters", MaxImageRefLen)
 		case !imageRefRE.MatchString(r.Target.Image):
 			bad("target.image", "is not an image reference of the form host[:port]/repo[:tag][@sha256:digest]")
+		default:
+			if reason := checkRegistry(r.Target.Image); reason != "" {
+				bad("target.image", "%s", reason)
+			}
 		}
 	default:
 		bad("type", "unknown job type %q; one of %s", r.Type, strings.Join(KnownJobTypes(), ", "))
@@ -154,8 +163,29 @@ func (r *JobRequest) Validate() error {
 		if len(v) > MaxParamValueLen {
 			bad("params."+k, "is longer than %d characters", MaxParamValueLen)
 		}
+		if strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			bad("params."+k, "contains control characters")
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkRegistry checks the registry part of a reference that matched
+// imageRefRE: it must name a registry explicitly (contain a dot or a port, or
+// be localhost) and any port must be 1–65535.
+func checkRegistry(ref string) string {
+	host, _, _ := strings.Cut(ref, "/")
+	name, port, hasPort := strings.Cut(host, ":")
+	if !hasPort && !strings.Contains(name, ".") && name != "localhost" {
+		return "must start with a registry host (e.g. registry.example.com/ or host:port/); short Docker Hub names are not accepted"
+	}
+	if hasPort {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
+			return fmt.Sprintf("registry port %q is not in 1-65535", port)
+		}
+	}
+	return ""
 }
 
 // CacheEnabled reports whether the request may be answered from the result cache.
@@ -237,6 +267,7 @@ const (
 	CodeNoRoute        = "no_route"
 	CodeInvalidTarget  = "invalid_target"
 	CodeTargetNotFound = "target_not_found"
+	CodeTargetDenied   = "target_not_allowed"
 	CodeToolFailed     = "tool_failed"
 	CodeTimeout        = "timeout"
 	CodeCancelled      = "cancelled"
@@ -291,6 +322,16 @@ type Report struct {
 	Digest string `json:"digest"`
 	// Size is the document's length in bytes.
 	Size int64 `json:"size"`
+}
+
+// MarshalJSON encodes a result; a nil Reports is written as [] (the schema's
+// array), never null.
+func (r Result) MarshalJSON() ([]byte, error) {
+	type plain Result
+	if r.Reports == nil {
+		r.Reports = []Report{}
+	}
+	return json.Marshal(plain(r))
 }
 
 // ReportFor returns the report of the given format, if the result has one.

@@ -100,7 +100,34 @@ type DeadLetter struct {
 	Deliveries int    `json:"deliveries"`
 	// Reason is a human-readable cause.
 	Reason string `json:"reason"`
-	// Data is the original message body.
-	Data []byte    `json:"data"`
-	At   time.Time `json:"at"`
+	// Data is the original message body, cut to MaxDeadLetterData.
+	Data []byte `json:"data"`
+	// Truncated says Data was cut; OriginalSize is the body's full length.
+	Truncated    bool      `json:"truncated,omitempty"`
+	OriginalSize int       `json:"original_size"`
+	At           time.Time `json:"at"`
+}
+
+// Dead-letter bounds. Data travels base64-encoded (a third larger), and the
+// whole event must stay under MaxEventSize, so a message of any size can be
+// dead-lettered.
+const (
+	MaxDeadLetterData   = 128 << 10
+	MaxDeadLetterReason = 2 << 10
+)
+
+// Bounded returns dl with Data and Reason cut to their limits, Truncated set
+// when Data was cut, and OriginalSize recorded.
+func (dl DeadLetter) Bounded() DeadLetter {
+	dl.OriginalSize = len(dl.Data)
+	if len(dl.Data) > MaxDeadLetterData {
+		dl.Data, dl.Truncated = dl.Data[:MaxDeadLetterData], true
+	}
+	if dl.Data == nil {
+		dl.Data = []byte{}
+	}
+	if len(dl.Reason) > MaxDeadLetterReason {
+		dl.Reason = dl.Reason[:MaxDeadLetterReason]
+	}
+	return dl
 }

@@ -111,6 +111,8 @@ func errorFor(err error) *schemas.Error {
 		code = schemas.CodeTargetNotFound
 	case errors.Is(err, ErrInvalidTarget):
 		code = schemas.CodeInvalidTarget
+	case errors.Is(err, ErrTargetNotAllowed):
+		code = schemas.CodeTargetDenied
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrTimeout):
 		code = schemas.CodeTimeout
 	}
@@ -306,7 +308,7 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jetstr
 	dl := schemas.DeadLetter{
 		Stream: meta.Stream, Sequence: meta.Sequence.Stream, Subject: msg.Subject(), Consumer: meta.Consumer,
 		Deliveries: int(meta.NumDelivered), Reason: "undecodable task: " + cause.Error(), Data: bytes.Clone(msg.Data()), At: time.Now().UTC(),
-	}
+	}.Bounded()
 	err := w.publish(ctx, w.log, schemas.SubjectDeadLetter(dl.Stream), schemas.TypeDeadLettered,
 		fmt.Sprintf("dlq.%s.%d", dl.Stream, dl.Sequence), dl)
 	if err != nil {

@@ -106,6 +106,12 @@ func TestScanToSARIF(t *testing.T) {
 		require.Equal(t, http.StatusConflict, resp.StatusCode, "%s", b)
 		require.Equal(t, "application/problem+json", resp.Header.Get("Content-Type"))
 	})
+	t.Run("a registry on a link-local (metadata) address is refused", func(t *testing.T) {
+		j := e.admin.waitDone(e.admin.submit(scan("169.254.169.254/latest/meta-data:1"), nil).ID)
+		require.Equal(t, schemas.StatusFailed, j.Status)
+		require.Equal(t, schemas.CodeTargetDenied, j.Error.Code, "%+v", j.Error)
+		require.Equal(t, 1, j.Attempts)
+	})
 	t.Run("idempotency key maps a retry to the same job", func(t *testing.T) {
 		h := map[string]string{"Idempotency-Key": "e2e-retry-1"}
 		a := e.admin.submit(scan(e.s.Images.Clean), h)

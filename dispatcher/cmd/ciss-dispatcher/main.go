@@ -25,7 +25,7 @@ func main() {
 
 func run() error {
 	var cfg dispatcher.Config
-	var logLevel string
+	var logLevel, ackWait string
 	fs := flag.NewFlagSet("ciss-dispatcher", flag.ExitOnError)
 	fs.StringVar(&cfg.NATSURL, "nats-url", os.Getenv("CISS_NATS_URL"), "NATS server URL(s) [CISS_NATS_URL]")
 	fs.StringVar(&cfg.NATSCredsFile, "nats-creds", os.Getenv("CISS_NATS_CREDS"), "NATS credentials file [CISS_NATS_CREDS]")
@@ -34,7 +34,7 @@ func run() error {
 	fs.StringVar(&cfg.NATSKeyFile, "nats-key", os.Getenv("CISS_NATS_KEY"), "client key for NATS TLS [CISS_NATS_KEY]")
 	fs.StringVar(&cfg.RoutingFile, "routing", os.Getenv("CISS_ROUTING"), "routing YAML file (required) [CISS_ROUTING]")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", os.Getenv("CISS_DISPATCHER_ADMIN_ADDR"), "admin HTTP address, - to disable (default 127.0.0.1:9444) [CISS_DISPATCHER_ADMIN_ADDR]")
-	fs.DurationVar(&cfg.AckWait, "ack-wait", envDuration("CISS_DISPATCHER_ACK_WAIT"), "redelivery timeout (default 30s) [CISS_DISPATCHER_ACK_WAIT]")
+	fs.StringVar(&ackWait, "ack-wait", envOr("CISS_DISPATCHER_ACK_WAIT", "30s"), "redelivery timeout [CISS_DISPATCHER_ACK_WAIT]")
 	fs.IntVar(&cfg.Topology.Replicas, "replicas", 0, "JetStream replicas for streams and buckets (default 1)")
 	fs.StringVar(&logLevel, "log-level", envOr("CISS_LOG_LEVEL", "info"), "debug, info, warn or error [CISS_LOG_LEVEL]")
 	_ = fs.Parse(os.Args[1:])
@@ -42,6 +42,10 @@ func run() error {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
 		return fmt.Errorf("-log-level: %w", err)
+	}
+	var err error
+	if cfg.AckWait, err = time.ParseDuration(ackWait); err != nil {
+		return fmt.Errorf("-ack-wait: %w", err)
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	cfg.Source = "ciss-dispatcher/" + hostname()
@@ -79,11 +83,6 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
-}
-
-func envDuration(k string) time.Duration {
-	d, _ := time.ParseDuration(os.Getenv(k))
-	return d
 }
 
 func hostname() string {

@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path"
+	"strings"
 	"syscall"
 	"time"
 
@@ -32,6 +34,7 @@ func run() error {
 		interactive, bulk     int
 		logLevel, ackWait     string
 		taskTimeout, stopWait string
+		allowed, insecureRegs string
 	)
 	fs := flag.NewFlagSet("ciss-worker", flag.ExitOnError)
 	fs.StringVar(&cfg.NATSURL, "nats-url", os.Getenv("CISS_NATS_URL"), "NATS server URL(s) [CISS_NATS_URL]")
@@ -50,6 +53,8 @@ func run() error {
 	fs.StringVar(&stopWait, "stop-wait", "30s", "how long a graceful stop waits for running tasks")
 	fs.StringVar(&trivyCfg.Binary, "trivy", os.Getenv("CISS_TRIVY"), "trivy binary (default: trivy on PATH) [CISS_TRIVY]")
 	fs.StringVar(&trivyCfg.CacheDir, "trivy-cache-dir", os.Getenv("CISS_TRIVY_CACHE_DIR"), "Trivy cache dir holding the provisioned DB in db/ (required) [CISS_TRIVY_CACHE_DIR]")
+	fs.StringVar(&allowed, "allowed-registries", os.Getenv("CISS_WORKER_ALLOWED_REGISTRIES"), "comma-separated registry globs (host[:port]) jobs may scan; empty allows any but link-local addresses [CISS_WORKER_ALLOWED_REGISTRIES]")
+	fs.StringVar(&insecureRegs, "insecure-registries", os.Getenv("CISS_WORKER_INSECURE_REGISTRIES"), "true to allow plain HTTP / unverified TLS to every registry [CISS_WORKER_INSECURE_REGISTRIES]")
 	fs.StringVar(&logLevel, "log-level", envOr("CISS_LOG_LEVEL", "info"), "debug, info, warn or error [CISS_LOG_LEVEL]")
 	_ = fs.Parse(os.Args[1:])
 
@@ -76,6 +81,17 @@ func run() error {
 	if trivyCfg.CacheDir == "" {
 		return errors.New("-trivy-cache-dir is required: a directory holding db/trivy.db and db/metadata.json")
 	}
+	res := workers.RegistryResolver{Insecure: insecureRegs == "true"}
+	for _, g := range strings.Split(allowed, ",") {
+		if g = strings.TrimSpace(g); g != "" {
+			if _, err := path.Match(g, ""); err != nil {
+				return fmt.Errorf("-allowed-registries: bad glob %q: %w", g, err)
+			}
+			res.Allowed = append(res.Allowed, g)
+		}
+	}
+	cfg.Resolver = res
+	trivyCfg.Insecure = res.Insecure
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	cfg.Concurrency = map[schemas.Lane]int{schemas.LaneInteractive: interactive, schemas.LaneBulk: bulk}
 	host, _ := os.Hostname()
