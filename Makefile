@@ -48,10 +48,10 @@ gowork-off: ## each module builds on its own, through its replace of ../schemas
 	@set -e; for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) build ./... && GOWORK=off $(GO) vet ./... >/dev/null); done; echo "gowork-off: ok"
 
 unit: ## unit and component tests, on real embedded NATS, registries and Trivy
-	CISS_TRIVY="$(TRIVY)" $(GO) test -count=1 -timeout 20m $(UNIT_PKGS)
+	CISS_TRIVY="$(TRIVY)" $(GO) test -race -count=1 -timeout 20m $(UNIT_PKGS)
 
-e2e: build ## end-to-end tests against the real stack (binaries as processes)
-	CISS_TRIVY="$(TRIVY)" CISS_BIN_DIR="$(BIN)" $(GO) test -count=1 -timeout 30m -v ciss.dev/test/e2e/... 2>&1 | tee /tmp/ciss-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
+e2e: build ## end-to-end tests against the real stack (binaries as processes; their logs print on failure)
+	CISS_TRIVY="$(TRIVY)" CISS_BIN_DIR="$(BIN)" $(GO) test -count=1 -timeout 30m -v ciss.dev/test/e2e/...
 
 fuzz: ## a short run of every fuzz target
 	@set -e; for p in $$($(GO) list $(PKGS)); do \
