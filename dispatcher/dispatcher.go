@@ -86,6 +86,9 @@ type Dispatcher struct {
 	log    *slog.Logger
 	router *route.Router
 	met    *metrics
+	// routingStamp identifies the routing file version in force, taken when it
+	// was read, so a change between New and Start is not mistaken for loaded.
+	routingStamp string
 
 	nc    *nats.Conn
 	js    jetstream.JetStream
@@ -106,11 +109,12 @@ func New(cfg Config) (*Dispatcher, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	stamp := fileStamp(cfg.RoutingFile)
 	tab, err := route.Load(cfg.RoutingFile)
 	if err != nil {
 		return nil, fmt.Errorf("dispatcher: %w", err)
 	}
-	return &Dispatcher{cfg: cfg, log: cfg.Logger, router: route.NewRouter(tab), met: newMetrics()}, nil
+	return &Dispatcher{cfg: cfg, log: cfg.Logger, router: route.NewRouter(tab), met: newMetrics(), routingStamp: stamp}, nil
 }
 
 // Start connects to NATS, ensures the topology, and starts consuming. It returns
@@ -323,7 +327,7 @@ func truncate(s string, n int) string {
 // watchRouting reloads the routing file when it changes. A file that does not
 // parse is reported and the current routing stays in force.
 func (d *Dispatcher) watchRouting(ctx context.Context) {
-	last := fileStamp(d.cfg.RoutingFile)
+	last := d.routingStamp
 	t := time.NewTicker(d.cfg.ReloadInterval)
 	defer t.Stop()
 	for {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // CISS events are CloudEvents 1.0 in structured JSON mode: the whole NATS message
@@ -202,7 +203,7 @@ func checkDuplicateKeys(b []byte) error {
 			}
 		case string:
 			if top != nil && top.object && top.key {
-				k := strings.ToLower(t)
+				k := foldKey(t)
 				if top.keys[k] {
 					return fmt.Errorf("%w %q", ErrDuplicateKey, t)
 				}
@@ -216,4 +217,19 @@ func checkDuplicateKeys(b []byte) error {
 			stack[len(stack)-1].key = true
 		}
 	}
+}
+
+// foldKey maps a key to a canonical form under Unicode simple case folding, the
+// equivalence encoding/json uses to match field names (so "ſ" equals "s" and
+// "K", the Kelvin sign, equals "k").
+func foldKey(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		b.WriteRune(least)
+	}
+	return b.String()
 }

@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Job types known to CISS. A job type names an outcome ("scan this image"); which
@@ -163,11 +165,18 @@ func (r *JobRequest) Validate() error {
 		if len(v) > MaxParamValueLen {
 			bad("params."+k, "is longer than %d characters", MaxParamValueLen)
 		}
-		if strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-			bad("params."+k, "contains control characters")
+		if !utf8.ValidString(v) || strings.ContainsFunc(v, unsafeRune) {
+			bad("params."+k, "contains invalid UTF-8, control, format (e.g. bidi override) or line separator characters")
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// unsafeRune reports characters that could inject into logs, terminals or
+// command lines: C0/C1 controls, format characters (bidi overrides, zero-width)
+// and Unicode line/paragraph separators.
+func unsafeRune(r rune) bool {
+	return unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp)
 }
 
 // checkRegistry checks the registry part of a reference that matched

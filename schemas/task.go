@@ -1,6 +1,9 @@
 package schemas
 
-import "time"
+import (
+	"time"
+	"unicode/utf8"
+)
 
 // Task is one unit of work for one tool, published by the dispatcher and
 // consumed by the workers that implement the tool.
@@ -118,8 +121,12 @@ const (
 
 // Bounded returns dl with Data and Reason cut to their limits, Truncated set
 // when Data was cut, and OriginalSize recorded.
+//
+// Bounded is idempotent: applied to a bounded value it changes nothing.
 func (dl DeadLetter) Bounded() DeadLetter {
-	dl.OriginalSize = len(dl.Data)
+	if !dl.Truncated {
+		dl.OriginalSize = len(dl.Data)
+	}
 	if len(dl.Data) > MaxDeadLetterData {
 		dl.Data, dl.Truncated = dl.Data[:MaxDeadLetterData], true
 	}
@@ -127,7 +134,13 @@ func (dl DeadLetter) Bounded() DeadLetter {
 		dl.Data = []byte{}
 	}
 	if len(dl.Reason) > MaxDeadLetterReason {
-		dl.Reason = dl.Reason[:MaxDeadLetterReason]
+		// Cut on a character boundary: a split UTF-8 sequence would come back
+		// from JSON as U+FFFD, longer than the limit.
+		n := MaxDeadLetterReason
+		for n > 0 && !utf8.RuneStart(dl.Reason[n]) {
+			n--
+		}
+		dl.Reason = dl.Reason[:n]
 	}
 	return dl
 }

@@ -51,8 +51,8 @@ func (w *Worker) handle(ctx context.Context, tool Tool, msg jetstream.Msg) {
 
 	taskCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	w.running.Store(task.JobID, cancel)
-	defer w.running.Delete(task.JobID)
+	w.running.Store(task.ID, runningTask{jobID: task.JobID, cancel: cancel})
+	defer w.running.Delete(task.ID)
 	stopBeat := w.heartbeat(taskCtx, msg)
 	defer stopBeat()
 
@@ -290,17 +290,27 @@ func (w *Worker) publish(ctx context.Context, log interface{ Warn(string, ...any
 	return nil
 }
 
-// onCancel interrupts the running task of a cancelled job, if it runs here.
+// runningTask is an entry of Worker.running, keyed by task id: one job may
+// have several tasks (tools) running on the same worker.
+type runningTask struct {
+	jobID  string
+	cancel context.CancelCauseFunc
+}
+
+// onCancel interrupts every task of a cancelled job running here.
 func (w *Worker) onCancel(m *nats.Msg) {
 	var req schemas.CancelRequest
 	if _, err := schemas.Unmarshal(m.Data, schemas.TypeCancelRequest, &req); err != nil {
 		w.log.Warn("bad cancel request", "err", err)
 		return
 	}
-	if c, ok := w.running.Load(req.JobID); ok {
-		w.log.Info("cancelling running task", "job", req.JobID, "by", req.By)
-		c.(context.CancelCauseFunc)(ErrCancelled)
-	}
+	w.running.Range(func(id, v any) bool {
+		if rt := v.(runningTask); rt.jobID == req.JobID {
+			w.log.Info("cancelling running task", "task", id, "by", req.By)
+			rt.cancel(ErrCancelled)
+		}
+		return true
+	})
 }
 
 // deadLetter moves an undecodable task to the dead-letter stream and terminates it.

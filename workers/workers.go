@@ -170,7 +170,7 @@ type Worker struct {
 	reports jetstream.ObjectStore
 	ready   atomic.Bool
 
-	running sync.Map // job id → context.CancelCauseFunc
+	running sync.Map // task id → runningTask
 
 	stopFetch context.CancelCauseFunc // stops pulling new tasks
 	abort     context.CancelCauseFunc // interrupts running tasks

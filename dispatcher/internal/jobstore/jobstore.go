@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -62,7 +64,15 @@ func (s *Store) Ensure(ctx context.Context, j schemas.Job) (schemas.Job, error) 
 // in between, retrying on conflict. mutate may return ErrUnchanged to skip the
 // write; Update then returns the state as read and a nil error.
 func (s *Store) Update(ctx context.Context, tenant, id string, mutate func(*schemas.Job) error) (schemas.Job, error) {
-	for range maxConflicts {
+	for attempt := range maxConflicts {
+		if attempt > 0 {
+			// Jittered backoff so contending writers stop colliding.
+			select {
+			case <-ctx.Done():
+				return schemas.Job{}, fmt.Errorf("update job %s: %w", id, context.Cause(ctx))
+			case <-time.After(time.Duration(rand.Int64N(int64(attempt) * int64(2*time.Millisecond)))):
+			}
+		}
 		j, rev, err := s.Get(ctx, tenant, id)
 		if err != nil {
 			return j, err

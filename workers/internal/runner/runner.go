@@ -103,7 +103,9 @@ var _ Runner = (*Local)(nil)
 func (l *Local) Binary(image string) (string, error) {
 	var best, bin string
 	for glob, b := range l.Images {
-		if ok, _ := path.Match(glob, image); ok && len(glob) > len(best) {
+		// Most specific (longest) glob wins; equal lengths are ordered by the
+		// glob text, so the choice never depends on map order.
+		if ok, _ := path.Match(glob, image); ok && (len(glob) > len(best) || len(glob) == len(best) && glob < best) {
 			best, bin = glob, b
 		}
 	}

@@ -194,9 +194,13 @@ var ErrImageNotFound = errors.New("trivy: image not found or access denied")
 func classify(err error) error {
 	var se *runner.StepError
 	if errors.As(err, &se) {
-		s := strings.ToLower(se.Stderr)
-		for _, marker := range []string{"manifest_unknown", "name_unknown", "unauthorized", "denied", "not found"} {
-			if strings.Contains(s, marker) {
+		// Registry error codes of the OCI distribution spec, as Trivy prints
+		// them (upper case), and registry HTTP status lines. Plain "denied"/"not found" would also match local
+		// failures (an unreadable DB), which must be retried, not blamed on
+		// the image.
+		for _, code := range []string{"MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN", "UNAUTHORIZED", "DENIED",
+			"404 Not Found", "401 Unauthorized", "403 Forbidden"} {
+			if strings.Contains(se.Stderr, code) {
 				return fmt.Errorf("%w: %w", ErrImageNotFound, err)
 			}
 		}
