@@ -156,17 +156,6 @@ func TestNewConfigErrors(t *testing.T) {
 	}
 }
 
-func TestNewTrivyValidates(t *testing.T) {
-	t.Parallel()
-	_, err := workers.NewTrivy(workers.TrivyConfig{CacheDir: t.TempDir()})
-	require.ErrorContains(t, err, "Binary")
-	_, err = workers.NewTrivy(workers.TrivyConfig{Binary: "/usr/bin/trivy"})
-	require.ErrorContains(t, err, "CacheDir")
-	tool, err := workers.NewTrivy(workers.TrivyConfig{Binary: "/usr/bin/trivy", CacheDir: t.TempDir()})
-	require.NoError(t, err)
-	require.Equal(t, "trivy", tool.Name())
-}
-
 func TestConsumerName(t *testing.T) {
 	t.Parallel()
 	require.Equal(t, "worker-trivy-interactive", workers.ConsumerName("trivy", schemas.LaneInteractive))

@@ -106,13 +106,22 @@ type env struct {
 // newEnv starts a private stack for the test. args adds component flags.
 func newEnv(t *testing.T, args map[string][]string) *env {
 	t.Helper()
+	return newEnvConfig(t, stack.Config{Args: args})
+}
+
+// newEnvConfig starts a private stack from cfg; Dir, BinDir, Trivy, Output
+// and (if empty) Policy are filled in.
+func newEnvConfig(t *testing.T, cfg stack.Config) *env {
+	t.Helper()
 	requireTools(t)
 	logs := &logBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	s, err := stack.Start(ctx, stack.Config{
-		Dir: t.TempDir(), BinDir: binDir, Trivy: trivyPath, Policy: e2ePolicy, Args: args, Output: logs,
-	})
+	cfg.Dir, cfg.BinDir, cfg.Trivy, cfg.Output = t.TempDir(), binDir, trivyPath, logs
+	if cfg.Policy == "" {
+		cfg.Policy = e2ePolicy
+	}
+	s, err := stack.Start(ctx, cfg)
 	if err != nil {
 		t.Logf("component logs:\n%s", logs.String())
 	}

@@ -61,6 +61,9 @@ type Config struct {
 	Policy string
 	// RoutingFile is the routing file; default deploy/routing.yaml of this repo.
 	RoutingFile string
+	// TasksDir holds the tool catalog (Tekton Tasks and tool manifests);
+	// default deploy/tekton of this repo.
+	TasksDir string
 	// Args adds flags per component, e.g. {Worker: {"-ack-wait", "3s"}}.
 	Args map[string][]string
 	// Output receives the components' logs, each line prefixed with its name;
@@ -112,12 +115,13 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 	if cfg.Dir == "" || cfg.BinDir == "" || cfg.Trivy == "" {
 		return nil, errors.New("stack: Config.Dir, BinDir and Trivy are required")
 	}
-	if cfg.RoutingFile == "" {
+	if cfg.RoutingFile == "" || cfg.TasksDir == "" {
 		root, err := RepoRoot()
 		if err != nil {
 			return nil, err
 		}
-		cfg.RoutingFile = filepath.Join(root, "deploy", "routing.yaml")
+		cfg.RoutingFile = cmp.Or(cfg.RoutingFile, filepath.Join(root, "deploy", "routing.yaml"))
+		cfg.TasksDir = cmp.Or(cfg.TasksDir, filepath.Join(root, "deploy", "tekton"))
 	}
 	cfg.Policy = cmp.Or(cfg.Policy, DevPolicy)
 	cfg.RegistryAddr = cmp.Or(cfg.RegistryAddr, "127.0.0.1:0")
@@ -230,7 +234,7 @@ func (s *Stack) args(c string) []string {
 	case Dispatcher:
 		a = append(a, "-routing", s.cfg.RoutingFile)
 	case Worker:
-		a = append(a, "-trivy", s.cfg.Trivy, "-trivy-cache-dir", s.DB.CacheDir, "-work-dir", s.workDir())
+		a = append(a, "-tasks-dir", s.cfg.TasksDir, "-trivy", s.cfg.Trivy, "-trivy-cache-dir", s.DB.CacheDir, "-work-dir", s.workDir())
 	}
 	return append(a, s.cfg.Args[c]...)
 }

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -30,7 +29,9 @@ func main() {
 func run() error {
 	var (
 		cfg                   workers.Config
-		trivyCfg              workers.TrivyConfig
+		catalog               workers.CatalogConfig
+		trivyBin, trivyCache  string
+		images, workspaces    multiFlag
 		interactive, bulk     int
 		logLevel, ackWait     string
 		taskTimeout, stopWait string
@@ -51,8 +52,11 @@ func run() error {
 	fs.IntVar(&cfg.MaxDeliver, "max-deliver", 0, "deliveries of one task before its job fails (default 5)")
 	fs.StringVar(&taskTimeout, "task-timeout", envOr("CISS_WORKER_TASK_TIMEOUT", "10m"), "default time limit of one task [CISS_WORKER_TASK_TIMEOUT]")
 	fs.StringVar(&stopWait, "stop-wait", "30s", "how long a graceful stop waits for running tasks")
-	fs.StringVar(&trivyCfg.Binary, "trivy", os.Getenv("CISS_TRIVY"), "trivy binary (default: trivy on PATH) [CISS_TRIVY]")
-	fs.StringVar(&trivyCfg.CacheDir, "trivy-cache-dir", os.Getenv("CISS_TRIVY_CACHE_DIR"), "Trivy cache dir holding the provisioned DB in db/ (required) [CISS_TRIVY_CACHE_DIR]")
+	fs.StringVar(&catalog.Dir, "tasks-dir", envOr("CISS_TASKS_DIR", "deploy/tekton"), "directory of Tekton Tasks and CISS tool manifests [CISS_TASKS_DIR]")
+	fs.Var(&images, "image", "IMAGE_GLOB=BINARY: run steps of matching images with a local binary (repeatable)")
+	fs.Var(&workspaces, "workspace", "NAME=DIR: a directory tool manifests bind with from: NAME (repeatable)")
+	fs.StringVar(&trivyBin, "trivy", os.Getenv("CISS_TRIVY"), "shortcut for -image 'aquasec/trivy:*=BINARY' (default: trivy on PATH) [CISS_TRIVY]")
+	fs.StringVar(&trivyCache, "trivy-cache-dir", os.Getenv("CISS_TRIVY_CACHE_DIR"), "shortcut for -workspace trivy-db=DIR: the provisioned Trivy DB (db/trivy.db, db/metadata.json) [CISS_TRIVY_CACHE_DIR]")
 	fs.StringVar(&allowed, "allowed-registries", os.Getenv("CISS_WORKER_ALLOWED_REGISTRIES"), "comma-separated registry globs (host[:port]) jobs may scan; empty allows any but link-local addresses [CISS_WORKER_ALLOWED_REGISTRIES]")
 	fs.StringVar(&insecureRegs, "insecure-registries", os.Getenv("CISS_WORKER_INSECURE_REGISTRIES"), "true to allow plain HTTP / unverified TLS to every registry [CISS_WORKER_INSECURE_REGISTRIES]")
 	fs.StringVar(&logLevel, "log-level", envOr("CISS_LOG_LEVEL", "info"), "debug, info, warn or error [CISS_LOG_LEVEL]")
@@ -73,13 +77,23 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("-stop-wait: %w", err)
 	}
-	if trivyCfg.Binary == "" {
-		if trivyCfg.Binary, err = exec.LookPath("trivy"); err != nil {
-			return errors.New("-trivy: no trivy binary given and none on PATH (deploy/tools/install-trivy.sh builds one)")
+	catalog.Images, catalog.Workspaces = map[string]string{}, map[string]string{}
+	if err := images.into(catalog.Images); err != nil {
+		return fmt.Errorf("-image: %w", err)
+	}
+	if err := workspaces.into(catalog.Workspaces); err != nil {
+		return fmt.Errorf("-workspace: %w", err)
+	}
+	if _, set := catalog.Images["aquasec/trivy:*"]; !set {
+		if trivyBin == "" {
+			trivyBin, _ = exec.LookPath("trivy")
+		}
+		if trivyBin != "" {
+			catalog.Images["aquasec/trivy:*"] = trivyBin
 		}
 	}
-	if trivyCfg.CacheDir == "" {
-		return errors.New("-trivy-cache-dir is required: a directory holding db/trivy.db and db/metadata.json")
+	if _, set := catalog.Workspaces["trivy-db"]; !set && trivyCache != "" {
+		catalog.Workspaces["trivy-db"] = trivyCache
 	}
 	res := workers.RegistryResolver{Insecure: insecureRegs == "true"}
 	for _, g := range strings.Split(allowed, ",") {
@@ -91,17 +105,16 @@ func run() error {
 		}
 	}
 	cfg.Resolver = res
-	trivyCfg.Insecure = res.Insecure
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	cfg.Concurrency = map[schemas.Lane]int{schemas.LaneInteractive: interactive, schemas.LaneBulk: bulk}
 	host, _ := os.Hostname()
 	cfg.Source = "ciss-worker/" + host
 
-	tv, err := workers.NewTrivy(trivyCfg)
+	tools, err := workers.LoadTools(context.Background(), catalog)
 	if err != nil {
 		return err
 	}
-	cfg.Tools = []workers.Tool{tv}
+	cfg.Tools = tools
 
 	w, err := workers.New(cfg)
 	if err != nil {
@@ -123,4 +136,25 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
+}
+
+// multiFlag collects repeated NAME=VALUE flags.
+type multiFlag []string
+
+func (m *multiFlag) String() string { return strings.Join(*m, ",") }
+
+func (m *multiFlag) Set(v string) error {
+	*m = append(*m, v)
+	return nil
+}
+
+func (m multiFlag) into(dst map[string]string) error {
+	for _, kv := range m {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" || v == "" {
+			return fmt.Errorf("%q: want NAME=VALUE", kv)
+		}
+		dst[k] = v
+	}
+	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,6 +32,12 @@ type Step struct {
 	Args    []string
 	// Env holds KEY=value pairs added to a minimal environment.
 	Env []string
+	// Executable, when set, is run instead of the image's mapped binary (a
+	// Task step's script, or a command resolved to the image's tools); the
+	// image must still be mapped. Command[1:] and Args are its arguments.
+	Executable string
+	// PathDirs are put in front of PATH (the image's tools).
+	PathDirs []string
 	// Timeout bounds the step; zero means the spec's remaining time.
 	Timeout time.Duration
 }
@@ -143,6 +150,9 @@ func (l *Local) runStep(ctx context.Context, dir string, st Step) (StepResult, e
 	if err != nil {
 		return res, fmt.Errorf("step %s: %w", st.Name, err)
 	}
+	if st.Executable != "" {
+		bin = st.Executable
+	}
 	if st.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, st.Timeout, ErrTimeout)
@@ -152,7 +162,8 @@ func (l *Local) runStep(ctx context.Context, dir string, st Step) (StepResult, e
 	stdout, stderr := &tailBuffer{max: limit}, &tailBuffer{max: limit}
 	cmd := exec.CommandContext(ctx, bin, append(st.Command[1:], st.Args...)...)
 	cmd.Dir = dir
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "TMPDIR=" + dir}, st.Env...)
+	pathEnv := strings.Join(append(slices.Clone(st.PathDirs), os.Getenv("PATH")), string(os.PathListSeparator))
+	cmd.Env = append([]string{"PATH=" + pathEnv, "HOME=" + dir, "TMPDIR=" + dir}, st.Env...)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	// Own process group, killed as a whole; and die with the worker if it dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
