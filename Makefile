@@ -11,13 +11,13 @@ TRIVY        = $(shell deploy/tools/install-trivy.sh)
 # Packages the gateway and dispatcher must never link (dependency isolation).
 FORBIDDEN   := github.com/aquasecurity/|github.com/sigstore/|github.com/tektoncd/|github.com/hashicorp/vault|github.com/nats-io/nats-server
 
-.PHONY: all build run test verify fmt vet depcheck gowork-off unit e2e bench trivy fuzz clean
+.PHONY: all build run test verify fmt vet depcheck gowork-off helm-check integrations-check unit e2e bench trivy fuzz clean
 
 all: build
 
-build: ## the component binaries and the dev launcher, into bin/
+build: ## the component binaries, the ciss client and the dev launcher, into bin/
 	$(GO) build -o $(BIN)/ ciss.dev/gateway/cmd/ciss-gateway ciss.dev/dispatcher/cmd/ciss-dispatcher \
-		ciss.dev/workers/cmd/ciss-worker ciss.dev/test/cmd/ciss-dev
+		ciss.dev/workers/cmd/ciss-worker ciss.dev/test/cmd/ciss-dev ciss.dev/gateway/cmd/ciss
 
 trivy: ## the pinned Trivy CLI, built once into $(CISS_CACHE)
 	@deploy/tools/install-trivy.sh
@@ -27,7 +27,7 @@ run: build ## the whole stack on loopback, in the foreground; Ctrl-C stops it
 
 test: verify unit e2e ## everything CI runs
 
-verify: fmt vet depcheck gowork-off ## static checks and wire-format drift
+verify: fmt vet depcheck gowork-off helm-check integrations-check ## static checks, wire-format drift, deployment artefacts
 
 fmt:
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -46,6 +46,12 @@ depcheck: ## schemas is stdlib-only; gateway and dispatcher never link scanners,
 
 gowork-off: ## each module builds on its own, through its replace of ../schemas
 	@set -e; for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) build ./... && GOWORK=off $(GO) vet ./... >/dev/null); done; echo "gowork-off: ok"
+
+helm-check: ## deploy/helm/ciss: helm lint, helm template + kubeconform (Kubernetes schemas), PodSecurity/RBAC/Tekton checks (test/lint)
+	@deploy/tools/helm-check.sh
+
+integrations-check: ## deploy/integrations: action.yml and the GitLab template through GitHub's and GitLab's own validators
+	@deploy/tools/lint-integrations.sh
 
 unit: ## unit and component tests, on real embedded NATS, registries and Trivy
 	CISS_TRIVY="$(TRIVY)" $(GO) test -race -count=1 -timeout 20m $(UNIT_PKGS)

@@ -253,9 +253,16 @@ func (g *Gateway) Start(ctx context.Context) (err error) {
 		_ = adminLn.Close()
 		return fmt.Errorf("gateway: %w", err)
 	}
+	apiHandler, err := g.mountAPI()
+	if err != nil { // Cannot happen: Store and Authorizer are set.
+		g.store.Close()
+		_ = apiLn.Close()
+		_ = adminLn.Close()
+		return fmt.Errorf("gateway: %w", err)
+	}
 	errLog := slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)
 	g.apiSrv = &http.Server{
-		Handler:           g.api,
+		Handler:           apiHandler,
 		TLSConfig:         g.tls.TLSConfig(),
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,

@@ -368,14 +368,15 @@ func RepoRoot() (string, error) {
 	return filepath.Dir(gowork), nil
 }
 
-// Build compiles the three component binaries into dir.
+// Build compiles the three component binaries and the ciss client into dir.
 func Build(ctx context.Context, dir string) error {
 	root, err := RepoRoot()
 	if err != nil {
 		return err
 	}
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+string(os.PathSeparator),
-		"ciss.dev/gateway/cmd/ciss-gateway", "ciss.dev/dispatcher/cmd/ciss-dispatcher", "ciss.dev/workers/cmd/ciss-worker")
+		"ciss.dev/gateway/cmd/ciss-gateway", "ciss.dev/dispatcher/cmd/ciss-dispatcher", "ciss.dev/workers/cmd/ciss-worker",
+		"ciss.dev/gateway/cmd/ciss")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("stack: build binaries: %w\n%s", err, out)
