@@ -103,6 +103,7 @@ type Stack struct {
 
 	natsOpts *server.Options
 	out      *lineWriter
+	picked   map[string]bool // addresses chosen by the stack, not the caller
 
 	mu    sync.Mutex
 	procs map[string]*exec.Cmd
@@ -111,7 +112,7 @@ type Stack struct {
 
 // Start brings the stack up and returns once every component reports ready.
 // On error everything already started is stopped.
-func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
+func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if cfg.Dir == "" || cfg.BinDir == "" || cfg.Trivy == "" {
 		return nil, errors.New("stack: Config.Dir, BinDir and Trivy are required")
 	}
@@ -129,11 +130,14 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 		cfg.Output = io.Discard
 	}
 	admin := map[string]string{}
+	picked := map[string]bool{} // ports we chose, which may be re-picked
 	for _, c := range []string{Gateway, Dispatcher, Worker} {
 		if a := cfg.AdminAddrs[c]; a != "" {
 			admin[c] = a
 		} else if admin[c], err = FreeAddr(); err != nil {
 			return nil, err
+		} else {
+			picked[c] = true
 		}
 	}
 	cfg.AdminAddrs = admin
@@ -141,11 +145,12 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 		if cfg.APIAddr, err = FreeAddr(); err != nil {
 			return nil, err
 		}
+		picked["api"] = true
 	}
-	s = &Stack{cfg: cfg, out: &lineWriter{w: cfg.Output}, procs: map[string]*exec.Cmd{}, exits: map[string]chan error{}}
+	s := &Stack{cfg: cfg, out: &lineWriter{w: cfg.Output}, procs: map[string]*exec.Cmd{}, exits: map[string]chan error{}, picked: picked}
 	defer func() {
 		if err != nil {
-			s.Close()
+			s.Close() // s, not the nil returned alongside err
 		}
 	}()
 	if s.PKI, err = fixture.WriteDevPKI(cfg.Dir); err != nil {
@@ -175,7 +180,7 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 	// The dispatcher creates the topology; the others wait for it anyway, but
 	// starting it first makes start-up quicker and its errors clearer.
 	for _, c := range []string{Dispatcher, Gateway, Worker} {
-		if err := s.StartComponent(ctx, c); err != nil {
+		if err := s.startWithFreshPorts(ctx, c); err != nil {
 			return nil, err
 		}
 	}
@@ -287,10 +292,50 @@ func (s *Stack) waitReady(ctx context.Context, c string, exit chan error) error 
 		select {
 		case err := <-exit:
 			exit <- err // keep it for Stop
-			return fmt.Errorf("stack: %s exited before it was ready: %v", c, err)
+			return &StartError{Component: c, Err: err, Output: s.out.tail(c)}
 		case <-ctx.Done():
 			return fmt.Errorf("stack: %s not ready: %w", c, context.Cause(ctx))
 		case <-tick.C:
+		}
+	}
+}
+
+// StartError is a component that exited before it was ready.
+type StartError struct {
+	Component string
+	Err       error
+	// Output is the component's last lines of output.
+	Output string
+}
+
+func (e *StartError) Error() string {
+	return fmt.Sprintf("stack: %s exited before it was ready: %v\n%s", e.Component, e.Err, e.Output)
+}
+
+func (e *StartError) Unwrap() error { return e.Err }
+
+// startWithFreshPorts starts a component; if it died because a port picked by
+// FreeAddr was taken in between (another listener can grab a port between
+// FreeAddr closing it and the component binding it), it picks new ports and
+// tries again, up to three times. Addresses the caller fixed are never moved.
+func (s *Stack) startWithFreshPorts(ctx context.Context, c string) error {
+	for attempt := 1; ; attempt++ {
+		err := s.StartComponent(ctx, c)
+		var se *StartError
+		if err == nil || attempt == 3 || !errors.As(err, &se) || !strings.Contains(se.Output, "address already in use") ||
+			!s.picked[c] || (c == Gateway && !s.picked["api"]) {
+			return err // a caller's fixed port in use is the caller's to resolve
+		}
+		addr, ferr := FreeAddr()
+		if ferr != nil {
+			return err
+		}
+		s.cfg.AdminAddrs[c] = addr
+		if c == Gateway {
+			if s.cfg.APIAddr, ferr = FreeAddr(); ferr != nil {
+				return err
+			}
+			s.APIURL = "https://" + s.cfg.APIAddr
 		}
 	}
 }
@@ -384,25 +429,44 @@ func Build(ctx context.Context, dir string) error {
 	return nil
 }
 
-// lineWriter serialises prefixed log lines from several processes.
+// lineWriter serialises prefixed log lines from several processes and keeps
+// the last lines of each, for start-up errors.
 type lineWriter struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu    sync.Mutex
+	w     io.Writer
+	tails map[string][]string
 }
+
+const tailLines = 15
 
 func (l *lineWriter) prefixed(name string) *io.PipeWriter {
 	pr, pw := io.Pipe()
+	l.mu.Lock()
+	if l.tails == nil {
+		l.tails = map[string][]string{}
+	}
+	l.tails[name] = nil
+	l.mu.Unlock()
 	go func() {
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
 			l.mu.Lock()
 			fmt.Fprintf(l.w, "%-10s| %s\n", name, sc.Text())
+			t := append(l.tails[name], sc.Text())
+			l.tails[name] = t[max(0, len(t)-tailLines):]
 			l.mu.Unlock()
 		}
 		_, _ = io.Copy(io.Discard, pr)
 	}()
 	return pw
+}
+
+// tail returns a component's last output lines.
+func (l *lineWriter) tail(name string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.tails[name], "\n")
 }
 
 // Port returns the port of a host:port address.
