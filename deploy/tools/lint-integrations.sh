@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # lint-integrations.sh validates the pipeline integrations with the platforms'
 # own parsers, installed from npm at pinned versions into a cache keyed by
-# version (~2 s cold, from the npm registry):
+# version (~1 min cold, from the npm registry, building one native module):
 #
 #   GitHub: deploy/integrations/github-action/action.yml with @actions/workflow-parser
 #           (GitHub's action.yml and workflow parser, from actions/languageservices),
@@ -18,6 +18,12 @@ if [ ! -f "$cache/.complete" ]; then
   rm -rf "$cache"
   mkdir -p "$cache"
   # gitlab-ci-local 4.60.1 is the newest that runs on Node 20 (later ones need Node 22).
+  # Its dependency re2 is native: its prebuilt download and node-gyp's header
+  # download both need the internet, so build it against the headers Debian's
+  # nodejs ships in /usr/include/node (gcc, offline).
+  if [ -z "${npm_config_nodedir:-}" ] && [ -f /usr/include/node/node.h ]; then
+    export npm_config_nodedir=/usr
+  fi
   npm install --prefix "$cache" --no-audit --no-fund --loglevel=error \
     @actions/workflow-parser@0.3.61 gitlab-ci-local@4.60.1 >&2
   touch "$cache/.complete"
