@@ -23,17 +23,23 @@ type metrics struct {
 	finished     prometheus.Counter
 	deadLetters  prometheus.Counter
 	reloadErrors prometheus.Counter
+	// webhookEvents counts stored webhook events handled; webhookJobs the
+	// jobs they created.
+	webhookEvents prometheus.Counter
+	webhookJobs   prometheus.Counter
 }
 
 func newMetrics() *metrics {
 	m := &metrics{
-		reg:          prometheus.NewRegistry(),
-		dispatched:   prometheus.NewCounter(prometheus.CounterOpts{Name: "ciss_dispatcher_tasks_published_total", Help: "Tasks published to workers."}),
-		finished:     prometheus.NewCounter(prometheus.CounterOpts{Name: "ciss_dispatcher_jobs_finished_total", Help: "Jobs moved to a terminal state."}),
-		deadLetters:  prometheus.NewCounter(prometheus.CounterOpts{Name: "ciss_dispatcher_dead_letters_total", Help: "Messages moved to the dead-letter stream."}),
-		reloadErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "ciss_dispatcher_routing_reload_errors_total", Help: "Routing reloads rejected as invalid."}),
+		reg:           prometheus.NewRegistry(),
+		dispatched:    prometheus.NewCounter(prometheus.CounterOpts{Name: "ciss_dispatcher_tasks_published_total", Help: "Tasks published to workers."}),
+		finished:      prometheus.NewCounter(prometheus.CounterOpts{Name: "ciss_dispatcher_jobs_finished_total", Help: "Jobs moved to a terminal state."}),
+		deadLetters:   prometheus.NewCounter(prometheus.CounterOpts{Name: "ciss_dispatcher_dead_letters_total", Help: "Messages moved to the dead-letter stream."}),
+		reloadErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "ciss_dispatcher_routing_reload_errors_total", Help: "Routing or subscription reloads rejected as invalid."}),
+		webhookEvents: prometheus.NewCounter(prometheus.CounterOpts{Name: "ciss_dispatcher_webhook_events_total", Help: "Stored webhook events handled."}),
+		webhookJobs:   prometheus.NewCounter(prometheus.CounterOpts{Name: "ciss_dispatcher_webhook_jobs_total", Help: "Jobs created from webhook events."}),
 	}
-	m.reg.MustRegister(m.dispatched, m.finished, m.deadLetters, m.reloadErrors,
+	m.reg.MustRegister(m.dispatched, m.finished, m.deadLetters, m.reloadErrors, m.webhookEvents, m.webhookJobs,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

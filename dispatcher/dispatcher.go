@@ -22,6 +22,7 @@ import (
 
 	"ciss.dev/dispatcher/internal/jobstore"
 	"ciss.dev/dispatcher/internal/route"
+	"ciss.dev/dispatcher/internal/subscription"
 	"ciss.dev/dispatcher/internal/topology"
 	"ciss.dev/schemas"
 )
@@ -37,8 +38,12 @@ type Config struct {
 	NATSCredsFile, NATSCAFile, NATSCertFile, NATSKeyFile string
 	// RoutingFile is the routing YAML. Required.
 	RoutingFile string
-	// ReloadInterval is how often the routing file is checked for changes;
-	// default 2s.
+	// SubscriptionsFile maps git webhook events to jobs (YAML; see package
+	// subscription). Optional: without it webhook events are consumed and
+	// create no job.
+	SubscriptionsFile string
+	// ReloadInterval is how often the routing and subscription files are
+	// checked for changes; default 2s.
 	ReloadInterval time.Duration
 	// AdminAddr serves /healthz, /readyz and /metrics over plain HTTP; default
 	// 127.0.0.1:9444. "-" disables it.
@@ -89,6 +94,10 @@ type Dispatcher struct {
 	// routingStamp identifies the routing file version in force, taken when it
 	// was read, so a change between New and Start is not mistaken for loaded.
 	routingStamp string
+	// subscriptions is the subscription set in force (empty without a file);
+	// subsStamp identifies its file version, like routingStamp.
+	subscriptions atomic.Pointer[subscription.Set]
+	subsStamp     string
 
 	nc    *nats.Conn
 	js    jetstream.JetStream
@@ -114,7 +123,16 @@ func New(cfg Config) (*Dispatcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dispatcher: %w", err)
 	}
-	return &Dispatcher{cfg: cfg, log: cfg.Logger, router: route.NewRouter(tab), met: newMetrics(), routingStamp: stamp}, nil
+	d := &Dispatcher{cfg: cfg, log: cfg.Logger, router: route.NewRouter(tab), met: newMetrics(), routingStamp: stamp}
+	subs := &subscription.Set{}
+	if cfg.SubscriptionsFile != "" {
+		d.subsStamp = fileStamp(cfg.SubscriptionsFile)
+		if subs, err = subscription.Load(cfg.SubscriptionsFile); err != nil {
+			return nil, fmt.Errorf("dispatcher: %w", err)
+		}
+	}
+	d.subscriptions.Store(subs)
+	return d, nil
 }
 
 // Start connects to NATS, ensures the topology, and starts consuming. It returns
@@ -162,6 +180,11 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		nc.Close()
 		return err
 	}
+	if err := d.consume(runCtx, schemas.StreamWebhooks, "dispatcher-webhooks", schemas.SubjectWebhooksPrefix+".>", d.handleWebhook); err != nil {
+		cancel(err)
+		nc.Close()
+		return err
+	}
 	if err := d.consume(runCtx, topology.StreamAdvisories, "dispatcher-advisories", topology.AdvisoryMaxDeliveriesPrefix+".>", d.handleMaxDeliveries); err != nil {
 		cancel(err)
 		nc.Close()
@@ -170,7 +193,8 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	d.wg.Add(1)
 	go func() { defer d.wg.Done(); d.watchRouting(runCtx) }()
 	d.ready.Store(true)
-	d.log.Info("dispatcher started", "nats", nc.ConnectedUrlRedacted(), "routing", d.cfg.RoutingFile)
+	d.log.Info("dispatcher started", "nats", nc.ConnectedUrlRedacted(), "routing", d.cfg.RoutingFile,
+		"subscriptions", d.cfg.SubscriptionsFile, "subscription_rules", d.subscriptions.Load().Len())
 	return nil
 }
 
@@ -324,10 +348,11 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// watchRouting reloads the routing file when it changes. A file that does not
-// parse is reported and the current routing stays in force.
+// watchRouting reloads the routing and subscription files when they change.
+// A file that does not parse is reported and the current version stays in
+// force.
 func (d *Dispatcher) watchRouting(ctx context.Context) {
-	last := d.routingStamp
+	last, lastSubs := d.routingStamp, d.subsStamp
 	t := time.NewTicker(d.cfg.ReloadInterval)
 	defer t.Stop()
 	for {
@@ -340,7 +365,31 @@ func (d *Dispatcher) watchRouting(ctx context.Context) {
 			last = s
 			d.ReloadRouting()
 		}
+		if d.cfg.SubscriptionsFile == "" {
+			continue
+		}
+		if s := fileStamp(d.cfg.SubscriptionsFile); s != lastSubs {
+			lastSubs = s
+			d.ReloadSubscriptions()
+		}
 	}
+}
+
+// ReloadSubscriptions re-reads the subscription file now. It reports whether
+// the new subscriptions took effect; on error the old ones stay.
+func (d *Dispatcher) ReloadSubscriptions() bool {
+	if d.cfg.SubscriptionsFile == "" {
+		return false
+	}
+	set, err := subscription.Load(d.cfg.SubscriptionsFile)
+	if err != nil {
+		d.log.Error("subscriptions reload rejected; keeping current subscriptions", "err", err)
+		d.met.reloadErrors.Add(1)
+		return false
+	}
+	d.subscriptions.Store(set)
+	d.log.Info("subscriptions reloaded", "file", d.cfg.SubscriptionsFile, "subscriptions", set.Len())
+	return true
 }
 
 // ReloadRouting re-reads the routing file now. It reports whether the new

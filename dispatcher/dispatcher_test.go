@@ -51,6 +51,7 @@ type env struct {
 	js      jetstream.JetStream
 	nc      *nats.Conn
 	routing string // routing file path
+	subs    string // subscription file path, if any
 }
 
 // startServer runs an embedded JetStream server on a random port with its
@@ -69,19 +70,28 @@ func startServer(t *testing.T) string {
 
 // setup starts a server and a dispatcher with the given routing, and a client
 // connection for the test. Cleanup stops the dispatcher before the server.
-func setup(t *testing.T, routing string) *env {
+func setup(t *testing.T, routing string) *env { return setupWith(t, routing, "") }
+
+// setupWith is setup with a subscription file (none when subs is empty).
+func setupWith(t *testing.T, routing, subs string) *env {
 	t.Helper()
 	log := testLogger(t)
 	url := startServer(t)
 	path := filepath.Join(t.TempDir(), "routing.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(routing), 0o600))
+	var subsPath string
+	if subs != "" {
+		subsPath = filepath.Join(t.TempDir(), "subscriptions.yaml")
+		require.NoError(t, os.WriteFile(subsPath, []byte(subs), 0o600))
+	}
 	d, err := dispatcher.New(dispatcher.Config{
-		NATSURL:        url,
-		RoutingFile:    path,
-		AdminAddr:      "-",
-		ReloadInterval: time.Hour, // reloads are triggered explicitly
-		Concurrency:    2,
-		Logger:         log,
+		NATSURL:           url,
+		RoutingFile:       path,
+		SubscriptionsFile: subsPath,
+		AdminAddr:         "-",
+		ReloadInterval:    time.Hour, // reloads are triggered explicitly
+		Concurrency:       2,
+		Logger:            log,
 	})
 	require.NoError(t, err)
 	require.NoError(t, d.Start(t.Context()))
@@ -91,7 +101,7 @@ func setup(t *testing.T, routing string) *env {
 		require.NoError(t, d.Stop(ctx))
 	})
 	nc, js := connectJS(t, url)
-	return &env{d: d, js: js, nc: nc, routing: path}
+	return &env{d: d, js: js, nc: nc, routing: path, subs: subsPath}
 }
 
 // newJobID returns a random UUID in canonical form.

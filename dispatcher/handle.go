@@ -67,7 +67,7 @@ func (d *Dispatcher) handleJobRequested(ctx context.Context, msg jetstream.Msg) 
 		ID: schemas.TaskID(job.ID, tool), JobID: job.ID, Tenant: job.Tenant,
 		Type: job.Type, Tool: tool, Role: schemas.RolePrimary,
 		Target: job.Target, Params: job.Params, Lane: job.Lane, Cache: job.Cache,
-		CreatedAt: time.Now().UTC(),
+		CreatedAt: time.Now().UTC(), Provenance: job.Provenance,
 	}
 	b, err := schemas.Marshal(schemas.TypeTaskRequested, d.cfg.Source, task.ID, task)
 	if err != nil {

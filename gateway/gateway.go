@@ -7,6 +7,9 @@
 // A Gateway serves two listeners: the API (HTTPS with client certificates,
 // TLS 1.3 only) and the admin endpoint (plain HTTP: /healthz, /readyz,
 // /metrics), which is meant to be reachable only from the node or the cluster.
+// With a webhook configuration it serves a third: the git webhook receivers
+// (HTTPS with the same server certificate, TLS 1.2+, no client certificates:
+// git hosts authenticate by signature; see package webhook).
 //
 // Certificates, the client CA bundle and the policy are reloaded without a
 // restart when their files change (polled every Config.ReloadInterval) or when
@@ -29,12 +32,14 @@ import (
 	"ciss.dev/gateway/internal/metrics"
 	"ciss.dev/gateway/internal/mtls"
 	"ciss.dev/gateway/internal/policy"
+	"ciss.dev/gateway/internal/webhook"
 )
 
 // Defaults for zero Config fields.
 const (
 	DefaultAPIAddr        = "127.0.0.1:8443"
 	DefaultAdminAddr      = "127.0.0.1:9443"
+	DefaultWebhookAddr    = "127.0.0.1:8444"
 	DefaultNATSURL        = "nats://127.0.0.1:4222"
 	DefaultReloadInterval = 2 * time.Second
 	DefaultMaxBodyBytes   = api.DefaultMaxBodyBytes
@@ -84,6 +89,18 @@ type Config struct {
 	Logger *slog.Logger
 	// Source is the CloudEvents source of published events; default "ciss-gateway".
 	Source string
+
+	// WebhookConfigFile is the webhook secret configuration (YAML; see
+	// deploy/webhooks.example.yaml). Empty disables the webhook receivers.
+	WebhookConfigFile string
+	// WebhookAddr is the webhook receivers' listen address, default
+	// "127.0.0.1:8444"; "-" disables them.
+	WebhookAddr string
+	// WebhookMaxBodyBytes bounds webhook bodies; default 1 MiB.
+	WebhookMaxBodyBytes int64
+	// LookupEnv resolves the webhook configuration's secret_env references
+	// (cmd/ciss-gateway passes os.LookupEnv); nil resolves none.
+	LookupEnv func(string) (string, bool)
 }
 
 // withDefaults fills zero fields and validates the result.
@@ -142,6 +159,11 @@ func (c Config) withDefaults() (Config, error) {
 		return c, &ConfigError{Field: "MaxBodyBytes", Err: errors.New("must not be negative")}
 	case c.MaxWait < 0:
 		return c, &ConfigError{Field: "MaxWait", Err: errors.New("must not be negative")}
+	case c.WebhookMaxBodyBytes < 0:
+		return c, &ConfigError{Field: "WebhookMaxBodyBytes", Err: errors.New("must not be negative")}
+	}
+	if c.WebhookConfigFile != "" && c.WebhookAddr == "" {
+		c.WebhookAddr = DefaultWebhookAddr
 	}
 	return c, nil
 }
@@ -174,6 +196,10 @@ type Gateway struct {
 	adminAddr  string
 	stopReload context.CancelFunc
 	wg         sync.WaitGroup
+
+	webhooks    *webhook.File // nil when the receivers are disabled
+	webhookSrv  *http.Server
+	webhookAddr string
 }
 
 // New validates cfg and loads the TLS material and the policy, so that a
@@ -192,15 +218,20 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, &ConfigError{Field: "PolicyFile", Err: err}
 	}
-	return &Gateway{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		tls:       tlsr,
-		policy:    pol,
-		metrics:   metrics.New(),
-		apiAddr:   cfg.APIAddr,
-		adminAddr: cfg.AdminAddr,
-	}, nil
+	g := &Gateway{
+		cfg:         cfg,
+		log:         cfg.Logger,
+		tls:         tlsr,
+		policy:      pol,
+		metrics:     metrics.New(),
+		apiAddr:     cfg.APIAddr,
+		adminAddr:   cfg.AdminAddr,
+		webhookAddr: cfg.WebhookAddr,
+	}
+	if err := g.openWebhooks(); err != nil {
+		return nil, err
+	}
+	return g, nil
 }
 
 // Start listens on both addresses, connects to NATS and returns once both
@@ -224,6 +255,12 @@ func (g *Gateway) Start(ctx context.Context) (err error) {
 		_ = apiLn.Close()
 		return &ConfigError{Field: "AdminAddr", Err: err}
 	}
+	webhookLn, err := g.listenWebhooks(ctx, &lc)
+	if err != nil {
+		_ = apiLn.Close()
+		_ = adminLn.Close()
+		return err
+	}
 	g.store, err = jobstore.Open(jobstore.Config{
 		URL:       g.cfg.NATSURL,
 		CredsFile: g.cfg.NATSCredsFile,
@@ -232,10 +269,12 @@ func (g *Gateway) Start(ctx context.Context) (err error) {
 		KeyFile:   g.cfg.NATSKeyFile,
 		Name:      g.cfg.Source,
 		Logger:    g.log.With("component", "jobstore"),
+		Webhooks:  g.webhooks != nil,
 	})
 	if err != nil {
 		_ = apiLn.Close()
 		_ = adminLn.Close()
+		closeListener(webhookLn)
 		return fmt.Errorf("gateway: %w", err)
 	}
 	g.api, err = api.New(api.Config{
@@ -254,10 +293,14 @@ func (g *Gateway) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("gateway: %w", err)
 	}
 	apiHandler, err := g.mountAPI()
+	if err == nil {
+		err = g.newWebhookServer(webhookLn)
+	}
 	if err != nil { // Cannot happen: Store and Authorizer are set.
 		g.store.Close()
 		_ = apiLn.Close()
 		_ = adminLn.Close()
+		closeListener(webhookLn)
 		return fmt.Errorf("gateway: %w", err)
 	}
 	errLog := slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)
@@ -283,11 +326,15 @@ func (g *Gateway) Start(ctx context.Context) (err error) {
 	g.apiAddr, g.adminAddr = apiLn.Addr().String(), adminLn.Addr().String()
 	g.wg.Go(func() { g.serve("api", func() error { return g.apiSrv.ServeTLS(apiLn, "", "") }) })
 	g.wg.Go(func() { g.serve("admin", func() error { return g.adminSrv.Serve(adminLn) }) })
+	if webhookLn != nil {
+		g.webhookAddr = webhookLn.Addr().String()
+		g.wg.Go(func() { g.serve("webhook", func() error { return g.webhookSrv.ServeTLS(webhookLn, "", "") }) })
+	}
 	rctx, cancel := context.WithCancel(context.Background())
 	g.stopReload = cancel
 	g.wg.Go(func() { g.watchFiles(rctx) })
 	g.started = true
-	g.log.Info("gateway started", "api", g.apiAddr, "admin", g.adminAddr, "nats", g.cfg.NATSURL)
+	g.log.Info("gateway started", "api", g.apiAddr, "admin", g.adminAddr, "webhook", g.webhookAddr, "nats", g.cfg.NATSURL)
 	return nil
 }
 
@@ -330,7 +377,10 @@ func (g *Gateway) Stop(ctx context.Context) error {
 	g.api.Drain()
 	g.stopReload()
 	var errs []error
-	for _, srv := range []*http.Server{g.apiSrv, g.adminSrv} {
+	for _, srv := range []*http.Server{g.apiSrv, g.adminSrv, g.webhookSrv} {
+		if srv == nil {
+			continue
+		}
 		if err := srv.Shutdown(ctx); err != nil {
 			errs = append(errs, err, srv.Close())
 		}
@@ -359,12 +409,12 @@ func (g *Gateway) AdminAddr() string {
 	return g.adminAddr
 }
 
-// Reload re-reads the server certificate, the client CA bundle and the policy
-// now. Each part that fails to load keeps its previous version in force; the
-// returned error joins the failures. New TLS material applies to new
-// connections only.
+// Reload re-reads the server certificate, the client CA bundle, the policy
+// and the webhook configuration with its secrets now. Each part that fails to
+// load keeps its previous version in force; the returned error joins the
+// failures. New TLS material applies to new connections only.
 func (g *Gateway) Reload() error {
-	return errors.Join(g.reloadTLS(), g.reloadPolicy())
+	return errors.Join(g.reloadTLS(), g.reloadPolicy(), g.reloadWebhooks())
 }
 
 func (g *Gateway) reloadTLS() error {

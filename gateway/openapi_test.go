@@ -84,6 +84,10 @@ func TestOpenAPISchemas(t *testing.T) {
 		"JobList":      api.JobList{},
 		"InvalidParam": schemas.FieldError{},
 		"Problem":      problem.Problem{},
+		"Provenance":   schemas.Provenance{},
+		"WebhookAudit": schemas.WebhookAudit{},
+		"AuditRecord":  api.AuditRecord{},
+		"AuditList":    api.AuditList{},
 	} {
 		s, ok := schemasDoc[name].(map[string]any)
 		require.True(t, ok, "components.schemas.%s missing", name)

@@ -28,6 +28,9 @@ func stamp(paths ...string) []fileStamp {
 }
 
 func sameStamps(a, b []fileStamp) bool {
+	if len(a) != len(b) {
+		return false
+	}
 	for i := range a {
 		if a[i].mod != b[i].mod || a[i].size != b[i].size || a[i].err != b[i].err {
 			return false
@@ -42,16 +45,19 @@ func sameStamps(a, b []fileStamp) bool {
 // heals as soon as the second file lands.
 func (g *Gateway) watchFiles(ctx context.Context) {
 	type group struct {
-		paths  []string
+		paths  func() []string // a function: a reload may change the list
 		last   []fileStamp
 		reload func() error
 	}
 	groups := []*group{
-		{paths: g.tls.Files().Paths(), reload: g.reloadTLS},
-		{paths: []string{g.policy.Path()}, reload: g.reloadPolicy},
+		{paths: g.tls.Files().Paths, reload: g.reloadTLS},
+		{paths: func() []string { return []string{g.policy.Path()} }, reload: g.reloadPolicy},
+	}
+	if g.webhooks != nil {
+		groups = append(groups, &group{paths: g.webhooks.Paths, reload: g.reloadWebhooks})
 	}
 	for _, gr := range groups {
-		gr.last = stamp(gr.paths...)
+		gr.last = stamp(gr.paths()...)
 	}
 	t := time.NewTicker(g.cfg.ReloadInterval)
 	defer t.Stop()
@@ -62,13 +68,17 @@ func (g *Gateway) watchFiles(ctx context.Context) {
 		case <-t.C:
 		}
 		for _, gr := range groups {
-			now := stamp(gr.paths...)
+			now := stamp(gr.paths()...)
 			if sameStamps(now, gr.last) {
 				continue
 			}
 			gr.last = now
+			before := len(now)
 			if err := gr.reload(); err != nil {
 				g.log.Error("reload failed; keeping previous version", "err", err)
+			}
+			if paths := gr.paths(); len(paths) != before {
+				gr.last = stamp(paths...) // the reload changed what to watch
 			}
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 // CISS events are CloudEvents 1.0 in structured JSON mode: the whole NATS message
@@ -33,6 +34,11 @@ const (
 	TypeTaskCompleted = "dev.ciss.task.completed.v1" // data: TaskResult
 	TypeCancelRequest = "dev.ciss.job.cancel.v1"     // data: CancelRequest
 	TypeDeadLettered  = "dev.ciss.deadletter.v1"     // data: DeadLetter
+	// TypeWebhookReceived is a verified git webhook event, stored by the
+	// gateway's webhook receiver for the dispatcher to turn into jobs.
+	TypeWebhookReceived = "dev.ciss.webhook.received.v1" // data: WebhookEvent
+	// TypeWebhookAudited is the audit record of one webhook request.
+	TypeWebhookAudited = "dev.ciss.webhook.audited.v1" // data: WebhookAudit
 )
 
 // MaxEventSize bounds an encoded event. Reports never travel in events; they are
@@ -170,9 +176,73 @@ func DecodeStrict(b []byte, v any) error {
 	return nil
 }
 
-// checkDuplicateKeys walks the JSON tokens and fails on an object that repeats
-// a key, compared case-insensitively. Syntax errors are left to the decoder.
+// checkDuplicateKeys fails on an object that repeats a key, compared
+// case-insensitively. Valid JSON is scanned byte by byte: json.Decoder.Token
+// allocates for every token, and this runs on every event CISS decodes.
 func checkDuplicateKeys(b []byte) error {
+	if !json.Valid(b) {
+		// Report a duplicate met before the syntax error, like the decoder
+		// would meet it; this slower walk runs only on broken input.
+		return tokenDuplicateKeys(b)
+	}
+	type frame struct {
+		object bool
+		keys   map[string]struct{}
+	}
+	var stack []frame
+	expectKey := false
+	for i := 0; i < len(b); {
+		switch b[i] {
+		case '{':
+			stack = append(stack, frame{object: true})
+			expectKey = true
+		case '[':
+			stack = append(stack, frame{})
+			expectKey = false
+		case '}', ']':
+			stack = stack[:len(stack)-1]
+			expectKey = false
+		case ',':
+			expectKey = stack[len(stack)-1].object
+		case '"':
+			j, plain := i+1, true
+			for b[j] != '"' { // valid JSON: the string ends
+				if b[j] == '\\' {
+					plain = false
+					j++
+				} else if b[j] >= utf8.RuneSelf {
+					plain = false
+				}
+				j++
+			}
+			if expectKey {
+				var k string
+				if plain {
+					k = string(b[i+1 : j])
+				} else if err := json.Unmarshal(b[i:j+1], &k); err != nil {
+					return nil // cannot happen in valid JSON; the decoder has the last word
+				}
+				top := &stack[len(stack)-1]
+				if top.keys == nil {
+					top.keys = map[string]struct{}{}
+				}
+				folded := foldKey(k)
+				if _, dup := top.keys[folded]; dup {
+					return fmt.Errorf("%w %q", ErrDuplicateKey, k)
+				}
+				top.keys[folded] = struct{}{}
+				expectKey = false
+			}
+			i = j
+		}
+		i++
+	}
+	return nil
+}
+
+// tokenDuplicateKeys walks the JSON tokens and fails on an object that repeats
+// a key, compared case-insensitively. Syntax errors are left to the decoder.
+func tokenDuplicateKeys(b []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	type frame struct {
 		object bool
@@ -223,6 +293,13 @@ func checkDuplicateKeys(b []byte) error {
 // equivalence encoding/json uses to match field names (so "ſ" equals "s" and
 // "K", the Kelvin sign, equals "k").
 func foldKey(s string) string {
+	ascii := true
+	for i := 0; i < len(s) && ascii; i++ {
+		ascii = s[i] < utf8.RuneSelf
+	}
+	if ascii { // the least rune of an ASCII letter's fold orbit is its upper case (K, S included)
+		return strings.ToUpper(s)
+	}
 	var b strings.Builder
 	for _, r := range s {
 		least := r

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -102,6 +103,9 @@ func TestMutatedFixturesRejected(t *testing.T) {
 				orig := readFixture(t, name)
 				eventType := fixtureEventType(t, w, orig)
 				for _, path := range objectPaths(decodeFixture(t, orig), nil) {
+					if openObject(path) {
+						continue
+					}
 					inst := decodeFixture(t, orig)
 					at(t, inst, path...).(map[string]any)["unexpected_field"] = true
 					b := mustMarshal(t, inst)
@@ -123,6 +127,13 @@ func TestMutatedFixturesRejected(t *testing.T) {
 			})
 		}
 	}
+}
+
+// openObject reports whether the object at path is open by design: a
+// webhook event's payload is the git host's JSON as received, which grows
+// fields whenever the host adds them.
+func openObject(path []string) bool {
+	return slices.Contains(path, "payload")
 }
 
 // TestMutationsTable lists hand-picked bad inputs. Every one must fail the
@@ -185,6 +196,15 @@ func TestMutationsTable(t *testing.T) {
 		// Producers bound dead letters with Bounded; consumers do not re-check.
 		{"dead-letter data over the limit", "dead-letter.json", set(strings.Repeat("A", base64.StdEncoding.EncodedLen(MaxDeadLetterData)+4), "data"), false},
 		{"dead-letter reason over the limit", "dead-letter.json", set(strings.Repeat("r", MaxDeadLetterReason+1), "reason"), false},
+		// WebhookEvent and WebhookAudit have no Validate: the receiver builds them from checked values.
+		{"webhook event unknown provider", "webhook-event.json", set("bitbucket", "provider"), false},
+		{"webhook event negative payload size", "webhook-event.json", set(-1, "payload_size"), false},
+		{"webhook event digest not sha256", "webhook-event.json", set("md5:00", "payload_digest"), false},
+		{"webhook event empty delivery id", "webhook-event.json", set("", "delivery_id"), false},
+		{"webhook audit unknown verdict", "webhook-audit.json", set("maybe", "verdict"), false},
+		{"webhook audit header value over the limit", "webhook-audit.json", set(strings.Repeat("h", MaxAuditValue+1), "headers", "User-Agent"), false},
+		{"job provenance unknown event", "job-from-webhook.json", set("release", "provenance", "event"), false},
+		{"job provenance without commit", "job-from-webhook.json", del("provenance", "commit"), false},
 		{"event old specversion", "event-job-requested.json", set("0.3", "specversion"), true},
 		{"event without id", "event-job-requested.json", del("id"), true},
 		{"event empty source", "event-job-requested.json", set("", "source"), true},

@@ -237,6 +237,9 @@ type Job struct {
 	Error *Error `json:"error,omitempty"`
 	// Result describes the authoritative result once the job succeeded.
 	Result *Result `json:"result,omitempty"`
+	// Provenance is the git event the job was created from; set only for jobs
+	// created by webhooks.
+	Provenance *Provenance `json:"provenance,omitempty"`
 	// Timestamps. StartedAt and FinishedAt are set once reached.
 	CreatedAt  time.Time  `json:"created_at"`
 	UpdatedAt  time.Time  `json:"updated_at"`

@@ -15,6 +15,12 @@ const (
 	StreamResults = "CISS_RESULTS"
 	// StreamDeadLetter holds messages that were given up on, with the reason.
 	StreamDeadLetter = "CISS_DLQ"
+	// StreamWebhooks holds verified git webhook events, per provider, until the
+	// dispatcher has turned them into jobs (and for replay after that).
+	StreamWebhooks = "CISS_WEBHOOKS"
+	// StreamAudit holds audit records: every webhook request received, with
+	// its verdict.
+	StreamAudit = "CISS_AUDIT"
 
 	// BucketJobs is the KV bucket of job state, keyed by JobKey.
 	BucketJobs = "ciss_jobs"
@@ -22,6 +28,11 @@ const (
 	BucketResultCache = "ciss_result_cache"
 	// ObjectReports is the object store bucket holding report documents.
 	ObjectReports = "ciss_reports"
+	// BucketWebhookDeliveries is the KV bucket recording received webhook
+	// deliveries, keyed by WebhookDeliveryKey. Its TTL outlasts the hosts'
+	// redelivery windows (GitHub: 3 days), far beyond JetStream's duplicate
+	// window.
+	BucketWebhookDeliveries = "ciss_webhook_deliveries"
 )
 
 // Subject prefixes and builders. Tokens that come from data (tenant, tool) are
@@ -34,7 +45,9 @@ const (
 	SubjectResultsCompleted    = "ciss.results.completed"
 	SubjectDeadLetterPrefix    = "ciss.dlq" // .<stream>
 	// SubjectCancel is a core NATS subject (not stored): .<job id>.
-	SubjectCancelPrefix = "ciss.control.cancel"
+	SubjectCancelPrefix       = "ciss.control.cancel"
+	SubjectWebhooksPrefix     = "ciss.webhooks"      // .<provider>
+	SubjectAuditWebhookPrefix = "ciss.audit.webhook" // .<provider>.<verdict>
 )
 
 // SubjectJobRequested is where job requests of a lane are published.
@@ -59,6 +72,16 @@ func SubjectDeadLetter(stream string) string { return SubjectDeadLetterPrefix + 
 
 // SubjectCancel is the core NATS subject that asks workers to stop a job.
 func SubjectCancel(jobID string) string { return SubjectCancelPrefix + "." + jobID }
+
+// SubjectWebhook is where verified webhook events of a provider are stored.
+func SubjectWebhook(p GitProvider) string { return SubjectWebhooksPrefix + "." + string(p) }
+
+// SubjectAuditWebhook is where audit records of a provider's webhook requests
+// with a verdict are stored, so `nats stream view CISS_AUDIT --subject
+// ciss.audit.webhook.*.rejected` lists the refusals.
+func SubjectAuditWebhook(p GitProvider, v WebhookVerdict) string {
+	return SubjectAuditWebhookPrefix + "." + string(p) + "." + string(v)
+}
 
 // JobKey is the key of a job in BucketJobs. The tenant comes first so a tenant's
 // jobs can be listed with one key filter and a lookup by another tenant misses.

@@ -30,13 +30,15 @@ type wireType struct {
 // fixture in testdata/ must appear here.
 var wireTypes = []wireType{
 	{"job-request.v1.json", reflect.TypeFor[JobRequest](), []string{"job-request.json"}},
-	{"job.v1.json", reflect.TypeFor[Job](), []string{"job-succeeded.json", "job-failed.json"}},
-	{"task.v1.json", reflect.TypeFor[Task](), []string{"task.json"}},
+	{"job.v1.json", reflect.TypeFor[Job](), []string{"job-succeeded.json", "job-failed.json", "job-from-webhook.json"}},
+	{"task.v1.json", reflect.TypeFor[Task](), []string{"task.json", "task-from-webhook.json"}},
 	{"task-started.v1.json", reflect.TypeFor[TaskStarted](), []string{"task-started.json"}},
 	{"task-result.v1.json", reflect.TypeFor[TaskResult](), []string{"task-result.json", "task-result-failed.json"}},
 	{"cancel-request.v1.json", reflect.TypeFor[CancelRequest](), []string{"cancel-request.json"}},
 	{"dead-letter.v1.json", reflect.TypeFor[DeadLetter](), []string{"dead-letter.json"}},
-	{"cloudevent.v1.json", reflect.TypeFor[Event](), []string{"event-job-requested.json", "event-task-completed.json"}},
+	{"cloudevent.v1.json", reflect.TypeFor[Event](), []string{"event-job-requested.json", "event-task-completed.json", "event-webhook-received.json"}},
+	{"webhook-event.v1.json", reflect.TypeFor[WebhookEvent](), []string{"webhook-event.json"}},
+	{"webhook-audit.v1.json", reflect.TypeFor[WebhookAudit](), []string{"webhook-audit.json", "webhook-audit-rejected.json"}},
 }
 
 // eventData maps each event type to the schema and Go type of its data, as the
@@ -45,13 +47,15 @@ var eventData = map[string]struct {
 	schema string
 	typ    reflect.Type
 }{
-	TypeJobRequested:  {"job.v1.json", reflect.TypeFor[Job]()},
-	TypeJobCompleted:  {"job.v1.json", reflect.TypeFor[Job]()},
-	TypeTaskRequested: {"task.v1.json", reflect.TypeFor[Task]()},
-	TypeTaskStarted:   {"task-started.v1.json", reflect.TypeFor[TaskStarted]()},
-	TypeTaskCompleted: {"task-result.v1.json", reflect.TypeFor[TaskResult]()},
-	TypeCancelRequest: {"cancel-request.v1.json", reflect.TypeFor[CancelRequest]()},
-	TypeDeadLettered:  {"dead-letter.v1.json", reflect.TypeFor[DeadLetter]()},
+	TypeJobRequested:    {"job.v1.json", reflect.TypeFor[Job]()},
+	TypeJobCompleted:    {"job.v1.json", reflect.TypeFor[Job]()},
+	TypeTaskRequested:   {"task.v1.json", reflect.TypeFor[Task]()},
+	TypeTaskStarted:     {"task-started.v1.json", reflect.TypeFor[TaskStarted]()},
+	TypeTaskCompleted:   {"task-result.v1.json", reflect.TypeFor[TaskResult]()},
+	TypeCancelRequest:   {"cancel-request.v1.json", reflect.TypeFor[CancelRequest]()},
+	TypeDeadLettered:    {"dead-letter.v1.json", reflect.TypeFor[DeadLetter]()},
+	TypeWebhookReceived: {"webhook-event.v1.json", reflect.TypeFor[WebhookEvent]()},
+	TypeWebhookAudited:  {"webhook-audit.v1.json", reflect.TypeFor[WebhookAudit]()},
 }
 
 const schemaBaseURI = "https://ciss.dev/schemas/"

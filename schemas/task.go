@@ -29,6 +29,8 @@ type Task struct {
 	Timeout Duration `json:"timeout,omitempty"`
 	// CreatedAt is when the dispatcher published the task.
 	CreatedAt time.Time `json:"created_at"`
+	// Provenance is the job's: the git event it was created from, if any.
+	Provenance *Provenance `json:"provenance,omitempty"`
 }
 
 // TaskStarted is published by a worker when it starts (or restarts) a task.

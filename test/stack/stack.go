@@ -9,8 +9,10 @@ import (
 	"bufio"
 	"cmp"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -64,6 +66,12 @@ type Config struct {
 	// TasksDir holds the tool catalog (Tekton Tasks and tool manifests);
 	// default deploy/tekton of this repo.
 	TasksDir string
+	// WebhookAddr is the gateway's webhook listener address (server TLS, no
+	// client certificates); default a free loopback port.
+	WebhookAddr string
+	// Subscriptions is the dispatcher's webhook subscription YAML; default
+	// DevSubscriptions of the demo image.
+	Subscriptions string
 	// Args adds flags per component, e.g. {Worker: {"-ack-wait", "3s"}}.
 	Args map[string][]string
 	// Output receives the components' logs, each line prefixed with its name;
@@ -81,6 +89,32 @@ bindings:
     tenant: dev
     roles: [admin]
 `
+
+// DevSubscriptions makes a push (or tag, or pull request) to any repository
+// of any host create an image-scan job of image for the tenant "dev": every
+// signed webhook sent to the dev stack gives a real job to watch.
+func DevSubscriptions(image string) string {
+	return `version: 1
+subscriptions:
+  - name: dev-any-repo
+    tenant: dev
+    match:
+      events: [push, tag_push, pull_request]
+    jobs:
+      - type: image-scan
+        target:
+          image: "` + image + `"
+`
+}
+
+// Webhook file names inside Config.Dir.
+const (
+	// WebhookSecretFile holds the dev webhook secret for GitHub and GitLab:
+	// random, created once and reused across runs (like the dev CA).
+	WebhookSecretFile = "webhook-secret"
+	webhookConfigFile = "webhooks.yaml"
+	subscriptionsFile = "subscriptions.yaml"
+)
 
 // Stack is a running CISS stack.
 type Stack struct {
@@ -100,6 +134,16 @@ type Stack struct {
 	APIURL string
 	// PolicyFile is the gateway policy file; rewrite it to change the policy.
 	PolicyFile string
+	// WebhookURL is the webhook listener's base URL (https://127.0.0.1:PORT);
+	// the receivers are WebhookURL+"/v1/webhooks/github" and ".../gitlab".
+	WebhookURL string
+	// WebhookSecret is the dev webhook secret (both providers), kept in
+	// WebhookSecretPath.
+	WebhookSecret     string
+	WebhookSecretPath string
+	// SubscriptionsFile is the dispatcher's subscription file; rewrite it to
+	// change the subscriptions (the dispatcher reloads it).
+	SubscriptionsFile string
 
 	natsOpts *server.Options
 	out      *lineWriter
@@ -147,6 +191,12 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		}
 		picked["api"] = true
 	}
+	if cfg.WebhookAddr == "" {
+		if cfg.WebhookAddr, err = FreeAddr(); err != nil {
+			return nil, err
+		}
+		picked["webhook"] = true
+	}
 	s := &Stack{cfg: cfg, out: &lineWriter{w: cfg.Output}, procs: map[string]*exec.Cmd{}, exits: map[string]chan error{}, picked: picked}
 	defer func() {
 		if err != nil {
@@ -170,6 +220,9 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if s.Images, err = s.Registry.Seed(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.writeWebhookFiles(); err != nil {
+		return nil, err
+	}
 	s.NATSURL = cfg.NATSURL
 	if s.NATSURL == "" {
 		if err := s.startNATS(); err != nil {
@@ -177,6 +230,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		}
 	}
 	s.APIURL = "https://" + cfg.APIAddr
+	s.WebhookURL = "https://" + cfg.WebhookAddr
 	// The dispatcher creates the topology; the others wait for it anyway, but
 	// starting it first makes start-up quicker and its errors clearer.
 	for _, c := range []string{Dispatcher, Gateway, Worker} {
@@ -235,13 +289,43 @@ func (s *Stack) args(c string) []string {
 	switch c {
 	case Gateway:
 		a = append(a, "-api-addr", s.cfg.APIAddr, "-tls-cert", s.PKI.ServerCertFile, "-tls-key", s.PKI.ServerKeyFile,
-			"-client-ca", s.PKI.CAFile, "-policy", s.PolicyFile)
+			"-client-ca", s.PKI.CAFile, "-policy", s.PolicyFile,
+			"-webhook-addr", s.cfg.WebhookAddr, "-webhook-config", filepath.Join(s.cfg.Dir, webhookConfigFile))
 	case Dispatcher:
-		a = append(a, "-routing", s.cfg.RoutingFile)
+		a = append(a, "-routing", s.cfg.RoutingFile, "-subscriptions", s.SubscriptionsFile)
 	case Worker:
 		a = append(a, "-tasks-dir", s.cfg.TasksDir, "-trivy", s.cfg.Trivy, "-trivy-cache-dir", s.DB.CacheDir, "-work-dir", s.workDir())
 	}
 	return append(a, s.cfg.Args[c]...)
+}
+
+// writeWebhookFiles writes the dev webhook secret (once: it is reused across
+// runs), the gateway's webhook configuration using it for GitHub and GitLab,
+// and the dispatcher's subscriptions.
+func (s *Stack) writeWebhookFiles() error {
+	s.WebhookSecretPath = filepath.Join(s.cfg.Dir, WebhookSecretFile)
+	b, err := os.ReadFile(s.WebhookSecretPath)
+	if secret := strings.TrimSpace(string(b)); err == nil && len(secret) >= 32 {
+		s.WebhookSecret = secret
+	} else {
+		var raw [32]byte
+		_, _ = rand.Read(raw[:]) // crypto/rand.Read never fails (Go ≥1.24 panics instead).
+		s.WebhookSecret = hex.EncodeToString(raw[:])
+		if err := os.WriteFile(s.WebhookSecretPath, []byte(s.WebhookSecret+"\n"), 0o600); err != nil {
+			return fmt.Errorf("stack: write webhook secret: %w", err)
+		}
+	}
+	ref := fmt.Sprintf("{secret_file: %q}", s.WebhookSecretPath)
+	conf := "version: 1\ngithub:\n  default: " + ref + "\ngitlab:\n  default: " + ref + "\n"
+	if err := os.WriteFile(filepath.Join(s.cfg.Dir, webhookConfigFile), []byte(conf), 0o600); err != nil {
+		return fmt.Errorf("stack: write webhook config: %w", err)
+	}
+	s.SubscriptionsFile = filepath.Join(s.cfg.Dir, subscriptionsFile)
+	subs := cmp.Or(s.cfg.Subscriptions, DevSubscriptions(s.Images.Vulnerable))
+	if err := os.WriteFile(s.SubscriptionsFile, []byte(subs), 0o600); err != nil {
+		return fmt.Errorf("stack: write subscriptions: %w", err)
+	}
+	return nil
 }
 
 func (s *Stack) workDir() string { return filepath.Join(s.cfg.Dir, "work") }
@@ -336,6 +420,12 @@ func (s *Stack) startWithFreshPorts(ctx context.Context, c string) error {
 				return err
 			}
 			s.APIURL = "https://" + s.cfg.APIAddr
+			if s.picked["webhook"] {
+				if s.cfg.WebhookAddr, ferr = FreeAddr(); ferr != nil {
+					return err
+				}
+				s.WebhookURL = "https://" + s.cfg.WebhookAddr
+			}
 		}
 	}
 }

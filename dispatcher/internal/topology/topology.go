@@ -35,6 +35,15 @@ type Config struct {
 	// DuplicateWindow is how long JetStream remembers message ids to drop
 	// duplicates; default 10 minutes, longer than any redelivery cycle.
 	DuplicateWindow time.Duration
+	// DeliveryTTL is how long a received webhook delivery id is remembered,
+	// so a redelivery creates nothing; default 4 days (GitHub redelivers for
+	// 3 days).
+	DeliveryTTL time.Duration
+	// RetainAudit is how long audit records are kept; default 30 days.
+	RetainAudit time.Duration
+	// AuditMaxBytes caps the audit stream, oldest records going first, so
+	// unauthenticated requests cannot fill the disk; default 1 GiB.
+	AuditMaxBytes int64
 }
 
 func (c Config) withDefaults() Config {
@@ -43,6 +52,9 @@ func (c Config) withDefaults() Config {
 	c.RetainDeadLetters = cmp.Or(c.RetainDeadLetters, 30*24*time.Hour)
 	c.CacheTTL = cmp.Or(c.CacheTTL, 24*time.Hour)
 	c.DuplicateWindow = cmp.Or(c.DuplicateWindow, 10*time.Minute)
+	c.DeliveryTTL = cmp.Or(c.DeliveryTTL, 4*24*time.Hour)
+	c.RetainAudit = cmp.Or(c.RetainAudit, 30*24*time.Hour)
+	c.AuditMaxBytes = cmp.Or(c.AuditMaxBytes, 1<<30)
 	return c
 }
 
@@ -73,9 +85,15 @@ func Streams(c Config) []jetstream.StreamConfig {
 	adv := base(StreamAdvisories, "JetStream max-deliveries advisories for CISS streams",
 		AdvisoryMaxDeliveriesPrefix+"."+schemas.StreamJobs+".>",
 		AdvisoryMaxDeliveriesPrefix+"."+schemas.StreamTasks+".>",
-		AdvisoryMaxDeliveriesPrefix+"."+schemas.StreamResults+".>")
+		AdvisoryMaxDeliveriesPrefix+"."+schemas.StreamResults+".>",
+		AdvisoryMaxDeliveriesPrefix+"."+schemas.StreamWebhooks+".>")
 	adv.MaxMsgSize = -1
-	return []jetstream.StreamConfig{jobs, tasks, results, dlq, adv}
+	webhooks := base(schemas.StreamWebhooks, "CISS verified git webhook events per provider", schemas.SubjectWebhooksPrefix+".>")
+	audit := base(schemas.StreamAudit, "CISS audit records: every webhook request with its verdict", "ciss.audit.>")
+	audit.MaxAge = c.RetainAudit
+	audit.MaxBytes = c.AuditMaxBytes
+	audit.AllowDirect = true // the gateway's audit API reads by sequence
+	return []jetstream.StreamConfig{jobs, tasks, results, dlq, adv, webhooks, audit}
 }
 
 // Ensure creates or updates every stream, bucket and object store of the
@@ -106,6 +124,17 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
 		Replicas:    c.Replicas,
 	}); err != nil {
 		return fmt.Errorf("ensure kv %s: %w", schemas.BucketResultCache, err)
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:       schemas.BucketWebhookDeliveries,
+		Description:  "CISS received webhook deliveries, key <provider>.sha256(delivery id)",
+		History:      1,
+		TTL:          c.DeliveryTTL,
+		MaxValueSize: 1 << 10,
+		Storage:      jetstream.FileStorage,
+		Replicas:     c.Replicas,
+	}); err != nil {
+		return fmt.Errorf("ensure kv %s: %w", schemas.BucketWebhookDeliveries, err)
 	}
 	if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:      schemas.ObjectReports,

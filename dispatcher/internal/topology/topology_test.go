@@ -21,13 +21,16 @@ func TestStreamsDefaults(t *testing.T) {
 		require.Equal(t, jetstream.FileStorage, sc.Storage, sc.Name)
 		require.Equal(t, 10*time.Minute, sc.Duplicates, sc.Name)
 	}
-	require.Len(t, byName, 5)
+	require.Len(t, byName, 7)
 	require.Equal(t, jetstream.WorkQueuePolicy, byName[schemas.StreamTasks].Retention)
 	require.Equal(t, 30*24*time.Hour, byName[schemas.StreamDeadLetter].MaxAge)
 	require.Equal(t, 7*24*time.Hour, byName[schemas.StreamJobs].MaxAge)
 	require.EqualValues(t, schemas.MaxEventSize, byName[schemas.StreamJobs].MaxMsgSize)
 	require.EqualValues(t, 2*schemas.MaxEventSize, byName[schemas.StreamDeadLetter].MaxMsgSize, "a dead letter embeds a whole event")
-	require.Len(t, byName[StreamAdvisories].Subjects, 3)
+	require.Len(t, byName[StreamAdvisories].Subjects, 4)
+	require.Equal(t, []string{"ciss.webhooks.>"}, byName[schemas.StreamWebhooks].Subjects)
+	require.Equal(t, 30*24*time.Hour, byName[schemas.StreamAudit].MaxAge)
+	require.EqualValues(t, 1<<30, byName[schemas.StreamAudit].MaxBytes, "the audit stream is capped")
 
 	custom := Streams(Config{Replicas: 3, Retain: time.Hour, DuplicateWindow: time.Minute})
 	for _, sc := range custom {
@@ -64,10 +67,15 @@ func TestEnsureIdempotent(t *testing.T) {
 	info, err := tasks.Info(ctx)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, info.State.Msgs, "Ensure lost stored messages")
-	for _, b := range []string{schemas.BucketJobs, schemas.BucketResultCache} {
+	for _, b := range []string{schemas.BucketJobs, schemas.BucketResultCache, schemas.BucketWebhookDeliveries} {
 		_, err := js.KeyValue(ctx, b)
 		require.NoError(t, err, b)
 	}
+	kv, err := js.KeyValue(ctx, schemas.BucketWebhookDeliveries)
+	require.NoError(t, err)
+	st, err := kv.Status(ctx)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, st.TTL(), 72*time.Hour+12*time.Hour, "deliveries outlive GitHub's 3-day redelivery window with a margin")
 	_, err = js.ObjectStore(ctx, schemas.ObjectReports)
 	require.NoError(t, err)
 }

@@ -6,7 +6,9 @@
 // environment. Unset values take the gateway.Config defaults.
 //
 // SIGINT and SIGTERM stop the gateway gracefully; SIGHUP reloads the
-// certificates, the client CA bundle and the policy at once.
+// certificates, the client CA bundle, the policy and the webhook configuration
+// (with its secrets) at once. Webhook secret_env references are resolved from
+// the environment read here, like the flags.
 package main
 
 import (
@@ -71,6 +73,9 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 0, "maximum request body size (default 1MiB)")
 	fs.DurationVar(&cfg.MaxWait, "max-wait", 0, "maximum ?wait= long-poll duration (default 60s)")
 	fs.StringVar(&cfg.Source, "source", "", "CloudEvents source of published events (default "+gateway.DefaultSource+")")
+	fs.StringVar(&cfg.WebhookConfigFile, "webhook-config", "", "git webhook secrets, YAML; enables the webhook receivers (see deploy/webhooks.example.yaml)")
+	fs.StringVar(&cfg.WebhookAddr, "webhook-addr", "", "webhook receivers' listen address, server TLS only; - disables them (default "+gateway.DefaultWebhookAddr+")")
+	fs.Int64Var(&cfg.WebhookMaxBodyBytes, "webhook-max-body-bytes", 0, "maximum webhook body size (default 1MiB)")
 	fs.TextVar(&opt.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	fs.StringVar(&opt.logFormat, "log-format", opt.logFormat, "log format: json or text")
 	fs.Usage = func() {
@@ -115,6 +120,7 @@ func run(args []string, lookupEnv func(string) (string, bool), stderr io.Writer)
 	}
 	log := slog.New(h)
 	cfg.Logger = log
+	cfg.LookupEnv = lookupEnv
 
 	g, err := gateway.New(cfg)
 	if err != nil {

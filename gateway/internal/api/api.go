@@ -125,6 +125,7 @@ func routeTable() []route {
 		{"GET /v1/jobs/{id}", policy.ActionRead, (*Handler).get},
 		{"DELETE /v1/jobs/{id}", policy.ActionSubmit, (*Handler).cancel},
 		{"GET /v1/jobs/{id}/result", policy.ActionRead, (*Handler).result},
+		{"GET /v1/audit/webhooks", policy.ActionAudit, (*Handler).auditWebhooks},
 	}
 }
 

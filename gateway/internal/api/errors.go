@@ -10,6 +10,7 @@ import (
 	"ciss.dev/gateway/internal/mtls"
 	"ciss.dev/gateway/internal/policy"
 	"ciss.dev/gateway/internal/problem"
+	"ciss.dev/gateway/internal/webhook"
 	"ciss.dev/schemas"
 )
 
@@ -118,6 +119,10 @@ func (e *NotAcceptableError) Error() string {
 	return "no acceptable report; available: " + strings.Join(e.Available, ", ")
 }
 
+// ProblemFor is toProblem for the other handlers of the gateway (the webhook
+// receivers), so that every error maps to its status in one place.
+func ProblemFor(err error) problem.Problem { return toProblem(err) }
+
 // toProblem is the one place that turns errors into HTTP statuses and problem
 // documents. Anything unknown is a 500 whose detail does not leak the cause.
 func toProblem(err error) problem.Problem {
@@ -130,6 +135,8 @@ func toProblem(err error) problem.Problem {
 		jse *JobStateError
 		nae *NotAcceptableError
 		mbe *http.MaxBytesError
+		whe *webhook.HeaderError
+		wpe *webhook.PayloadError
 	)
 	switch {
 	case errors.Is(err, mtls.ErrNoClientCertificate):
@@ -138,6 +145,22 @@ func toProblem(err error) problem.Problem {
 		return problem.New(http.StatusForbidden, "forbidden", "Forbidden", err.Error())
 	case errors.As(err, &fe):
 		return problem.New(http.StatusForbidden, "forbidden", "Forbidden", fe.Error())
+	case errors.Is(err, webhook.ErrUnauthenticated):
+		// The reason (which check failed) is audited, not told to the caller.
+		return problem.New(http.StatusUnauthorized, "webhook-unauthenticated", "Webhook not authenticated",
+			"the webhook signature or token is missing or does not verify")
+	case errors.Is(err, webhook.ErrRouteNotFound):
+		return problem.New(http.StatusNotFound, "not-found", "Not found", err.Error())
+	case errors.Is(err, webhook.ErrMethodNotAllowed):
+		p := problem.New(http.StatusMethodNotAllowed, "method-not-allowed", "Method not allowed", err.Error())
+		p.Allow = http.MethodPost
+		return p
+	case errors.Is(err, webhook.ErrUnsupportedMediaType):
+		return problem.New(http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported media type", err.Error())
+	case errors.As(err, &whe):
+		return problem.New(http.StatusBadRequest, "invalid-header", "Invalid webhook header", whe.Error())
+	case errors.As(err, &wpe):
+		return problem.New(http.StatusBadRequest, "malformed-payload", "Malformed webhook payload", wpe.Error())
 	case errors.Is(err, ErrRouteNotFound):
 		return problem.New(http.StatusNotFound, "not-found", "Not found", err.Error())
 	case errors.As(err, &mna):

@@ -47,6 +47,9 @@ type Config struct {
 	RetryInterval time.Duration
 	// Logger receives connection events; default discards.
 	Logger *slog.Logger
+	// Webhooks also binds the webhook stream, the audit stream and the
+	// delivery bucket, for the webhook receiver; Ready then requires them.
+	Webhooks bool
 }
 
 // Entry is a job as stored, with the KV revision it was read at.
@@ -81,6 +84,8 @@ type Store struct {
 type handles struct {
 	kv  jetstream.KeyValue
 	obj jetstream.ObjectStore
+	// deliveries is the webhook delivery bucket; nil unless Config.Webhooks.
+	deliveries jetstream.KeyValue
 }
 
 // Open connects to NATS and starts binding in the background. It only fails on
@@ -133,7 +138,11 @@ func Open(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jobstore: connect %s: %w", cfg.URL, err)
 	}
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(maxAuditPending),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
+			s.log.Warn("audit record not stored", "subject", m.Subject, "err", err)
+		}))
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("jobstore: %w", err)
@@ -193,7 +202,13 @@ func (s *Store) bind(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("object store %s: %w", schemas.ObjectReports, err)
 	}
-	s.bound.Store(&handles{kv: kv, obj: obj})
+	h := &handles{kv: kv, obj: obj}
+	if s.cfg.Webhooks {
+		if h.deliveries, err = bindWebhooks(ctx, s.js); err != nil {
+			return err
+		}
+	}
+	s.bound.Store(h)
 	return nil
 }
 

@@ -20,6 +20,8 @@ type Metrics struct {
 	duration        *prometheus.HistogramVec
 	submitted       *prometheus.CounterVec
 	natsUnavailable prometheus.Counter
+	webhooks        *prometheus.CounterVec
+	webhookDuration *prometheus.HistogramVec
 }
 
 // New creates the collectors and registers them, with the Go runtime and
@@ -44,9 +46,18 @@ func New() *Metrics {
 			Namespace: "ciss", Subsystem: "gateway", Name: "nats_unavailable_total",
 			Help: "Requests answered 503 because NATS JetStream was unavailable.",
 		}),
+		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ciss", Subsystem: "gateway", Name: "webhooks_total",
+			Help: "Webhook requests by provider, verdict and status code.",
+		}, []string{"provider", "verdict", "code"}),
+		webhookDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "ciss", Subsystem: "gateway", Name: "webhook_duration_seconds",
+			Help:    "Time from a webhook request's arrival to its answer, by provider.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"provider"}),
 	}
 	m.registry.MustRegister(
-		m.requests, m.duration, m.submitted, m.natsUnavailable,
+		m.requests, m.duration, m.submitted, m.natsUnavailable, m.webhooks, m.webhookDuration,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -62,6 +73,12 @@ func (m *Metrics) ObserveRequest(route string, code int, d time.Duration) {
 // JobSubmitted counts a newly accepted job.
 func (m *Metrics) JobSubmitted(jobType, lane string) {
 	m.submitted.WithLabelValues(jobType, lane).Inc()
+}
+
+// ObserveWebhook counts an answered webhook request.
+func (m *Metrics) ObserveWebhook(provider, verdict string, code int, d time.Duration) {
+	m.webhooks.WithLabelValues(provider, verdict, strconv.Itoa(code)).Inc()
+	m.webhookDuration.WithLabelValues(provider).Observe(d.Seconds())
 }
 
 // NATSUnavailable counts a 503 caused by NATS.

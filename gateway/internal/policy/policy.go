@@ -59,6 +59,9 @@ const (
 	ActionRead Action = iota + 1
 	// ActionSubmit is submitting and cancelling jobs.
 	ActionSubmit
+	// ActionAudit is reading audit records, which are not tenant-scoped; only
+	// the admin role permits it.
+	ActionAudit
 )
 
 // String names the action for logs and problem details.
@@ -68,6 +71,8 @@ func (a Action) String() string {
 		return "read"
 	case ActionSubmit:
 		return "submit"
+	case ActionAudit:
+		return "audit"
 	}
 	return fmt.Sprintf("Action(%d)", int(a))
 }

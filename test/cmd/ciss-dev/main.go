@@ -36,6 +36,7 @@ func run() error {
 	fs.StringVar(&cfg.NATSURL, "nats-url", os.Getenv("CISS_NATS_URL"), "external NATS URL; empty embeds a JetStream server [CISS_NATS_URL]")
 	fs.IntVar(&cfg.NATSPort, "nats-port", 4222, "embedded NATS port")
 	fs.StringVar(&cfg.APIAddr, "api-addr", "127.0.0.1:8443", "gateway mTLS API address")
+	fs.StringVar(&cfg.WebhookAddr, "webhook-addr", "127.0.0.1:8444", "gateway webhook address (server TLS, signed webhooks)")
 	fs.StringVar(&cfg.RegistryAddr, "registry-addr", "127.0.0.1:5000", "loopback OCI registry address")
 	admin := fs.String("admin-addrs", "127.0.0.1:9443,127.0.0.1:9444,127.0.0.1:9445", "admin addresses of gateway,dispatcher,worker")
 	fs.BoolVar(&quiet, "quiet", false, "do not print component logs")
@@ -65,8 +66,14 @@ func run() error {
 		return err
 	}
 	defer s.Close()
-	for name, content := range map[string]string{"demo-image": s.Images.Vulnerable, "clean-image": s.Images.Clean} {
-		if err := os.WriteFile(filepath.Join(cfg.Dir, name), []byte(content+"\n"), 0o644); err != nil {
+	for name, content := range map[string]string{
+		"demo-image": s.Images.Vulnerable + "\n", "clean-image": s.Images.Clean + "\n",
+		// Sample webhook bodies for the printed curl commands; sent byte for
+		// byte (--data-binary), as the signature covers every byte.
+		"github-push.json": string(stack.GitHubPush("acme/payments-api", "refs/heads/main", "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c")),
+		"gitlab-push.json": string(stack.GitLabPush("acme/checkout", "refs/heads/main", "da1560886d4f094c3e6c9ef40349f7d38b5d27d7")),
+	} {
+		if err := os.WriteFile(filepath.Join(cfg.Dir, name), []byte(content), 0o644); err != nil {
 			return err
 		}
 	}
@@ -92,6 +99,7 @@ CISS is up (%s).
   NATS         %s
   registry     %s        demo image: %s (in %s)
   admin        gateway http://%s  dispatcher http://%s  worker http://%s  (/healthz /readyz /metrics)
+  webhooks     %s/v1/webhooks/{github,gitlab}  secret: %s  subscriptions: %s
 
 Try it (from this directory, in another terminal):
 
@@ -106,8 +114,27 @@ Try it (from this directory, in another terminal):
   # 3. fetch the SARIF report (also: application/json for Trivy's, application/vnd.cyclonedx+json)
   curl -sS %s -H 'Accept: application/sarif+json' %s/v1/jobs/$ID/result
 
-Press Ctrl-C to stop everything.
 `, took.Round(100*time.Millisecond), s.APIURL, rel(s.PKI.ClientCertFile), s.NATSURL, s.Registry.Addr(), s.Images.Vulnerable,
 		rel(filepath.Join(cfg.Dir, "demo-image")), cfg.AdminAddrs[stack.Gateway], cfg.AdminAddrs[stack.Dispatcher], cfg.AdminAddrs[stack.Worker],
+		s.WebhookURL, rel(s.WebhookSecretPath), rel(s.SubscriptionsFile),
 		tls, s.Images.Vulnerable, s.APIURL, tls, s.APIURL, tls, s.APIURL)
+	fmt.Fprintf(w, `  # 4. a signed GitHub push webhook (any repository: the dev subscription scans the demo image);
+  #    the delivery id must be new each time, a repeated one is answered "duplicate"
+  sig=$(openssl dgst -sha256 -hmac "$(cat %[1]s)" < %[2]s | sed 's/^.* //')
+  curl -sS --cacert %[3]s -H 'Content-Type: application/json' -H 'X-GitHub-Event: push' \
+    -H "X-GitHub-Delivery: dev-$(date +%%s%%N)" -H "X-Hub-Signature-256: sha256=$sig" \
+    --data-binary @%[2]s %[4]s/v1/webhooks/github
+
+  # 5. the same from GitLab (token, not signature)
+  curl -sS --cacert %[3]s -H 'Content-Type: application/json' -H 'X-Gitlab-Event: Push Hook' \
+    -H "X-Gitlab-Event-UUID: dev-$(date +%%s%%N)" -H "X-Gitlab-Token: $(cat %[1]s)" \
+    --data-binary @%[5]s %[4]s/v1/webhooks/gitlab
+
+  # 6. the jobs they created (with their provenance), and the webhook audit log
+  curl -sS %[6]s "%[7]s/v1/jobs?limit=2"
+  curl -sS %[6]s "%[7]s/v1/audit/webhooks?limit=5"
+
+Press Ctrl-C to stop everything.
+`, rel(s.WebhookSecretPath), rel(filepath.Join(cfg.Dir, "github-push.json")), rel(s.PKI.CAFile), s.WebhookURL,
+		rel(filepath.Join(cfg.Dir, "gitlab-push.json")), tls, s.APIURL)
 }

@@ -4,12 +4,15 @@
 //
 //  1. raw JetStream: synchronous publishes (PubAck awaited) of a job-requested
 //     event to a scratch stream on the same server, at concurrency -c;
-//  2. POST /v1/jobs over mTLS with keep-alive at the same concurrency (bulk
+//  2. signed GitHub push webhooks (server TLS, keep-alive) at the same
+//     concurrency, each with a new delivery id, acknowledged once durable, as
+//     a ratio to 1; then the jobs they created are drained before phase 3;
+//  3. POST /v1/jobs over mTLS with keep-alive at the same concurrency (bulk
 //     lane), as a ratio to 1;
-//  3. submit→succeeded→SARIF latency of -n sequential interactive scans of the
+//  4. submit→succeeded→SARIF latency of -n sequential interactive scans of the
 //     clean demo image without cache, as a ratio to running the worker's Trivy
 //     command lines directly;
-//  4. the same with a result cache hit.
+//  5. the same with a result cache hit.
 //
 // It prints a markdown table (with machine information) for a closing note and
 // exits non-zero when any phase had errors. `make bench` runs it with
@@ -53,6 +56,8 @@ func main() {
 type options struct {
 	conc        int
 	dur, pubDur time.Duration
+	webhookDur  time.Duration
+	maxWebhooks int
 	maxSubmits  int
 	maxPubs     int
 	n           int
@@ -72,6 +77,8 @@ func parseOptions(args []string) (options, error) {
 	fs.DurationVar(&o.dur, "d", 10*time.Second, "duration of the submit load")
 	fs.IntVar(&o.maxSubmits, "max-submits", 100000, "cap on submits in the load phase")
 	fs.DurationVar(&o.pubDur, "pub-d", 5*time.Second, "duration of the raw JetStream publish baseline")
+	fs.DurationVar(&o.webhookDur, "webhook-d", 5*time.Second, "duration of the webhook load (0 skips it)")
+	fs.IntVar(&o.maxWebhooks, "max-webhooks", 50000, "cap on webhooks in the webhook phase")
 	fs.IntVar(&o.maxPubs, "max-pubs", 1000000, "cap on publishes in the baseline")
 	fs.IntVar(&o.n, "n", 10, "sequential jobs (and direct Trivy runs) per end-to-end phase")
 	fs.BoolVar(&o.restart, "restart", true, "restart the stack between the submit load and the end-to-end phases, so the bulk backlog cannot compete for CPU")
@@ -91,8 +98,8 @@ func parseOptions(args []string) (options, error) {
 		return o, errors.New("-c must be 1..1024")
 	case o.n < 1 || o.n > 1000:
 		return o, errors.New("-n must be 1..1000")
-	case o.dur <= 0 || o.pubDur <= 0 || o.maxSubmits < 1 || o.maxPubs < 1:
-		return o, errors.New("-d, -pub-d, -max-submits and -max-pubs must be positive")
+	case o.dur <= 0 || o.pubDur <= 0 || o.maxSubmits < 1 || o.maxPubs < 1 || o.webhookDur < 0 || o.maxWebhooks < 1:
+		return o, errors.New("-d, -pub-d, -max-submits, -max-pubs and -max-webhooks must be positive, -webhook-d not negative")
 	}
 	o.restart = o.restart || o.isolate
 	var err error
@@ -117,6 +124,9 @@ type results struct {
 	pubCPU                  cpuSnap
 	sub                     submitResult
 	subCPU                  cpuSnap
+	hookBytes               int
+	hook                    webhookResult
+	hookCPU                 cpuSnap
 	backlogPending          uint64
 	backlogAckPending       uint64
 	startTook               time.Duration
@@ -266,7 +276,25 @@ func measure(ctx context.Context, r *results, tmp string, logs io.Writer) error 
 		_ = js.DeleteStream(ctx, benchStream)
 	}
 
-	// 2. Submit load, bulk lane.
+	// 2. Webhook load: signed GitHub pushes, each creating an interactive job
+	// (dev subscription) that is drained before the next phase.
+	if o.webhookDur > 0 {
+		hookBody := stack.GitHubPush("acme/payments-api", "refs/heads/main", "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c")
+		r.hookBytes = len(hookBody)
+		progress("phase 2: signed GitHub push webhooks, C=%d, %s (body %d B)", o.conc, o.webhookDur, len(hookBody))
+		c0 := cpuNow()
+		r.hook = webhookLoad(ctx, s, hookBody, o.conc, o.webhookDur, o.maxWebhooks)
+		r.hookCPU = cpuNow().since(c0)
+		if n := r.hook.errCount(); n > 0 {
+			r.fail("webhook", fmt.Errorf("%d errors: %s", n, errSummary(r.hook.Errs)))
+		}
+		progress("draining the jobs the webhooks created (at most 3m)")
+		if err := drainWebhookJobs(ctx, js, &r.hook, 3*time.Minute); err != nil {
+			r.fail("webhook drain", err)
+		}
+	}
+
+	// 3. Submit load, bulk lane.
 	body, err := json.Marshal(schemas.JobRequest{
 		Type: schemas.JobTypeImageScan, Target: schemas.Target{Image: s.Images.Clean}, Lane: schemas.LaneBulk, Cache: &o.submitCache,
 	})
@@ -279,7 +307,7 @@ func measure(ctx context.Context, r *results, tmp string, logs io.Writer) error 
 		_ = s.StopComponent(stack.Worker, syscall.SIGTERM)
 		_ = s.StopComponent(stack.Dispatcher, syscall.SIGTERM)
 	}
-	progress("phase 2: POST /v1/jobs, C=%d, %s, bulk lane, cache=%t", o.conc, o.dur, o.submitCache)
+	progress("phase 3: POST /v1/jobs, C=%d, %s, bulk lane, cache=%t", o.conc, o.dur, o.submitCache)
 	c0 := cpuNow()
 	r.sub = submitLoad(ctx, hc, s.APIURL, body, o.conc, o.dur, o.maxSubmits)
 	r.subCPU = cpuNow().since(c0)
@@ -306,12 +334,12 @@ func measure(ctx context.Context, r *results, tmp string, logs io.Writer) error 
 		r.restarted, r.restartTook = true, time.Since(t0)
 	}
 
-	// 3. End to end without cache, against Trivy run directly.
+	// 4. End to end without cache, against Trivy run directly.
 	workRoot := filepath.Join(tmp, "direct")
 	if err := os.MkdirAll(workRoot, 0o700); err != nil {
 		return err
 	}
-	progress("phase 3: Trivy direct and CISS end-to-end (cache off), interleaved, ×%d each on %s", o.n, s.Images.Clean)
+	progress("phase 4: Trivy direct and CISS end-to-end (cache off), interleaved, ×%d each on %s", o.n, s.Images.Clean)
 	// One untimed run each first: it pages the binary in and, for CISS, makes
 	// the worker probe the Trivy version; both are reported as cold. A Trivy
 	// that cannot scan here would fail every job too, each only after the
@@ -347,8 +375,8 @@ func measure(ctx context.Context, r *results, tmp string, logs io.Writer) error 
 		r.e2e = append(r.e2e, t)
 	}
 
-	// 4. End to end from the result cache.
-	progress("phase 4: CISS end-to-end ×%d (cache on, after one warm-up)", o.n)
+	// 5. End to end from the result cache.
+	progress("phase 5: CISS end-to-end ×%d (cache on, after one warm-up)", o.n)
 	warm, err := e2eJob(ctx, hc, s.APIURL, s.Images.Clean, true)
 	if err != nil {
 		return fmt.Errorf("e2e cache: %w", err)

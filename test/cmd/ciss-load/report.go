@@ -82,12 +82,21 @@ func printReport(w io.Writer, r *results) {
 	p("")
 	p("Machine: %d CPUs (%s), GOMAXPROCS %d, %s, Trivy %s. Loopback only; NATS embedded in the load process.",
 		m.CPUs, m.CPUModel, m.GOMAXPROCS, m.Go, m.Trivy)
-	p("Flags: `-c %d -d %s -max-submits %d -pub-d %s -max-pubs %d -n %d -restart=%t -submit-cache=%t -isolate=%t`. Load average at start: %s.",
-		o.conc, o.dur, o.maxSubmits, o.pubDur, o.maxPubs, o.n, o.restart, o.submitCache, o.isolate, m.LoadAvg)
+	p("Flags: `-c %d -d %s -max-submits %d -pub-d %s -max-pubs %d -webhook-d %s -max-webhooks %d -n %d -restart=%t -submit-cache=%t -isolate=%t`. Load average at start: %s.",
+		o.conc, o.dur, o.maxSubmits, o.pubDur, o.maxPubs, o.webhookDur, o.maxWebhooks, o.n, o.restart, o.submitCache, o.isolate, m.LoadAvg)
 	p("")
 	p("| measurement | CISS | baseline, same run | CISS ÷ baseline |")
 	p("|---|---|---|---|")
 	pubRate, subRate := r.pub.rate(), r.sub.rate()
+	if o.webhookDur > 0 {
+		hookRate := r.hook.rate()
+		p("| webhook throughput: signed GitHub push, `POST /v1/webhooks/github`, TLS keep-alive, C=%d | %.0f /s | %.0f /s raw JetStream sync publish, C=%d | %s |",
+			o.conc, hookRate, pubRate, o.conc, ratio(hookRate, pubRate))
+		for _, q := range []float64{50, 99} {
+			h, b := r.hook.Lat.pct(q), r.pub.Lat.pct(q)
+			p("| webhook ack latency p%.0f (202 after PubAck) | %s | %s | %s |", q, ms(h), ms(b), dratio(h, b))
+		}
+	}
 	p("| submit throughput: `POST /v1/jobs`, mTLS keep-alive, C=%d | %.0f /s | %.0f /s raw JetStream sync publish, C=%d | %s |",
 		o.conc, subRate, pubRate, o.conc, ratio(subRate, pubRate))
 	for _, q := range []float64{50, 99} {
@@ -115,6 +124,18 @@ func printReport(w io.Writer, r *results) {
 	p("Details:")
 	p("- Raw publish: %d acked in %.1fs, %d-byte job-requested event (as the gateway builds it), unique Nats-Msg-Id, file-storage stream like CISS_JOBS, one shared connection; errors: %s.",
 		r.pub.OK, r.pub.Elapsed.Seconds(), r.payloadBytes, errSummary(r.pub.Errs))
+	if o.webhookDur > 0 {
+		drain := fmt.Sprintf("all created and finished %.1fs after the load", r.hook.Drained.Seconds())
+		if r.hook.Undrained {
+			drain = fmt.Sprintf("NOT all finished %.0fs after the load", r.hook.Drained.Seconds())
+		}
+		p("- Webhooks: %d × 202 accepted in %.1fs (%d-byte push payload, HMAC-SHA256 signed, unique X-GitHub-Delivery each) after a warm-up of %d; errors: %s; p99.9 %s, max %s. Connections in the timed loop: %d reused of %d, %d new.",
+			r.hook.OK, r.hook.Elapsed.Seconds(), r.hookBytes, o.conc, errSummary(r.hook.Errs), ms(r.hook.Lat.pct(99.9)), ms(r.hook.Lat.max()),
+			r.hook.Reused, r.hook.Reused+r.hook.Fresh, r.hook.Fresh)
+		p("  Each acknowledgement is a KV read (delivery seen?), a publish to CISS_WEBHOOKS awaiting its PubAck, a KV create (delivery record) and an asynchronous audit publish. Jobs the dispatcher created from them (dev subscription, interactive, cache on): %d; %s.",
+			r.hook.Jobs, drain)
+		p("- CPU during the webhook load (µs/op per 202; the dispatcher creates jobs meanwhile): %s.", cpuLine(r.hookCPU, r.hook.Elapsed, m.CPUs, r.hook.OK))
+	}
 	p("- Submit: %d × 202 in %.1fs (%d-byte body, lane bulk, cache=%t) after a warm-up of %d; errors: %s. Connections in the timed loop: %d reused of %d (%.1f%%), %d new; the warm-up opened %d.",
 		r.sub.OK, r.sub.Elapsed.Seconds(), r.bodyBytes, o.submitCache, o.conc, errSummary(r.sub.Errs),
 		r.sub.Reused, r.sub.Reused+r.sub.Fresh, pctOf(r.sub.Reused, r.sub.Reused+r.sub.Fresh), r.sub.Fresh, r.sub.WarmupFresh)

@@ -66,6 +66,14 @@ func submitOnce(ctx context.Context, hc *http.Client, base string, body []byte) 
 // has passed or max submits were started. An untimed warm-up round first opens
 // one connection per goroutine, so the loop measures steady keep-alive use.
 func submitLoad(ctx context.Context, hc *http.Client, base string, body []byte, c int, d time.Duration, max int) submitResult {
+	return loadLoop(ctx, c, d, max, func(ctx context.Context) string { return submitOnce(ctx, hc, base, body) })
+}
+
+// loadLoop runs c goroutines calling once (which reports "" on success, else
+// the kind of failure) until d has passed or max calls were started, after an
+// untimed warm-up round of c calls. The connections of the calls are counted
+// through the context's client trace.
+func loadLoop(ctx context.Context, c int, d time.Duration, max int, once func(context.Context) string) submitResult {
 	var (
 		warm, conns connStats
 		started     atomic.Int64
@@ -86,7 +94,7 @@ func submitLoad(ctx context.Context, hc *http.Client, base string, body []byte, 
 		wg.Go(func() {
 			rctx, cancel := context.WithTimeout(warm.trace(ctx), 10*time.Second)
 			defer cancel()
-			if kind := submitOnce(rctx, hc, base, body); kind != "" {
+			if kind := once(rctx); kind != "" {
 				addErrs(map[string]int{"warm-up " + kind: 1})
 			}
 		})
@@ -104,7 +112,7 @@ func submitLoad(ctx context.Context, hc *http.Client, base string, body []byte, 
 			for ctx.Err() == nil && time.Now().Before(deadline) && started.Add(1) <= int64(max) {
 				rctx, cancel := context.WithTimeout(tctx, 10*time.Second)
 				t0 := time.Now()
-				kind := submitOnce(rctx, hc, base, body)
+				kind := once(rctx)
 				el := time.Since(t0)
 				cancel()
 				if kind != "" {
