@@ -297,6 +297,9 @@ type Result struct {
 	Reports []Report `json:"reports"`
 	// DBVersion identifies the vulnerability database the tool used.
 	DBVersion string `json:"db_version,omitempty"`
+	// Findings is the stored FindingSet: the findings in the common model,
+	// for trials and variance tracking.
+	Findings *Report `json:"findings,omitempty"`
 }
 
 // Summary counts findings by severity.
