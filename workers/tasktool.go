@@ -178,6 +178,10 @@ func (t *TaskTool) Run(ctx context.Context, in Input, dir string) (Output, error
 		case tekton.SummarySARIF:
 			o.Summary, err = summary.SARIF(b)
 		}
+		if err == nil && r.Summary != "" {
+			o.FindingsSource = r.Summary
+			o.Findings, err = summary.Findings(r.Summary, b)
+		}
 		if err != nil {
 			return Output{}, fmt.Errorf("%s: %s report: %w", t.m.Name, r.Format, err)
 		}
