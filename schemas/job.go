@@ -262,6 +262,9 @@ type TaskRef struct {
 	Tool   string   `json:"tool"`
 	Role   TaskRole `json:"role"`
 	Status Status   `json:"status"`
+	// Trial names the tool trial the task belongs to: a shadow's comparison,
+	// or the canary the primary task was routed by.
+	Trial string `json:"trial,omitempty"`
 }
 
 // Error is a machine-readable failure reason.
