@@ -160,7 +160,11 @@ type Table struct {
 	variance VarianceConfig
 	names    []string
 	digest   string
+	tools    map[string][]string
 }
+
+// Tools maps each declared tool to the job types it serves.
+func (t *Table) Tools() map[string][]string { return t.tools }
 
 // Trials returns the trial names the table declares, sorted.
 func (t *Table) Trials() []string { return t.names }
@@ -221,7 +225,10 @@ func Parse(b []byte) (*Table, error) {
 		return nil
 	}
 	sum := sha256.Sum256(b)
-	tab := &Table{routes: map[string][]Entry{}, trials: map[string]TrialConfig{}, digest: "sha256:" + hex.EncodeToString(sum[:])}
+	tab := &Table{routes: map[string][]Entry{}, trials: map[string]TrialConfig{}, digest: "sha256:" + hex.EncodeToString(sum[:]), tools: map[string][]string{}}
+	for name, t := range tools {
+		tab.tools[name] = t.JobTypes
+	}
 	for i, c := range f.Trials {
 		if !schemas.ValidToken(c.Name) {
 			return nil, fmt.Errorf("routing: trials[%d].name %q: must be lower-case letters, digits and dashes", i, c.Name)
