@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
@@ -433,4 +434,66 @@ func waitAudit(ctx context.Context, t *testing.T, e *env, accepted bool, before 
 	require.Contains(t, a.Owner, "uid ")
 	require.True(t, strings.HasPrefix(a.Digest, "sha256:"), a.Digest)
 	return a
+}
+
+// TestVarianceAlertsOnNewFindings scans the same image name three times: a
+// clean build, then a vulnerable one, then a clean one again. The second
+// scan reports the vulnerable image's findings as new and raises an alert
+// (HIGH and CRITICAL ones are among them); the third reports them fixed and
+// raises none.
+func TestVarianceAlertsOnNewFindings(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	clean, err := fixture.CleanImage()
+	require.NoError(t, err)
+	vuln, err := fixture.VulnerableImage()
+	require.NoError(t, err)
+	var ids []string
+	for i, img := range []v1.Image{clean, vuln, clean} {
+		tag := fmt.Sprintf("demo/app:%d", i+1)
+		_, err := e.s.Registry.Push(ctx, tag, img)
+		require.NoError(t, err)
+		j := e.admin.waitDone(e.admin.submit(scan(e.s.Registry.Addr()+"/"+tag), nil).ID)
+		require.Equal(t, schemas.StatusSucceeded, j.Status, "%+v", j.Error)
+		ids = append(ids, j.ID)
+	}
+	stream, err := e.js.Stream(ctx, schemas.StreamTrials)
+	require.NoError(t, err)
+	read := func(subject string, n int) []schemas.VarianceReport {
+		t.Helper()
+		var out []schemas.VarianceReport
+		require.Eventually(t, func() bool {
+			info, err := stream.Info(ctx, jetstream.WithSubjectFilter(subject))
+			return err == nil && int(info.State.Subjects[subject]) >= n
+		}, time.Minute, 100*time.Millisecond, "%d reports on %s", n, subject)
+		c, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+		require.NoError(t, err)
+		for range n {
+			m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+			require.NoError(t, err)
+			var r schemas.VarianceReport
+			_, err = schemas.Unmarshal(m.Data(), schemas.TypeVarianceChanged, &r)
+			require.NoError(t, err)
+			out = append(out, r)
+		}
+		return out
+	}
+	reports := read(schemas.SubjectVariance("dev"), 2)
+	target := e.s.Registry.Addr() + "/demo/app"
+	first, second := reports[0], reports[1]
+	require.Equal(t, target, first.Target)
+	require.Equal(t, ids[1], first.JobID)
+	require.Equal(t, ids[0], first.PreviousJobID)
+	require.Len(t, first.New, len(fixture.VulnerableFindings()))
+	require.Empty(t, first.Fixed)
+	require.True(t, first.Alert)
+	require.Equal(t, schemas.SeverityHigh, first.AlertSeverity)
+	require.Equal(t, ids[2], second.JobID)
+	require.Equal(t, ids[1], second.PreviousJobID)
+	require.Empty(t, second.New)
+	require.Len(t, second.Fixed, len(fixture.VulnerableFindings()))
+	require.False(t, second.Alert)
+	alerts := read(schemas.SubjectVarianceAlert("dev"), 1)
+	require.Equal(t, ids[1], alerts[0].JobID)
 }
