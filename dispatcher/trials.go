@@ -42,7 +42,7 @@ func (d *Dispatcher) afterResult(ctx context.Context, job schemas.Job, r schemas
 		errs = append(errs, d.recordTrialResult(ctx, job, r))
 	}
 	if r.Role == schemas.RolePrimary && r.Outcome == schemas.OutcomeSucceeded && r.Result != nil && r.Result.Findings != nil &&
-		primaryTaskID(job) == r.TaskID {
+		primaryTaskID(job) == r.TaskID && job.Status == schemas.StatusSucceeded {
 		errs = append(errs, d.trackVariance(ctx, job, r))
 	}
 	return errors.Join(errs...)
@@ -404,7 +404,7 @@ func (d *Dispatcher) trackVariance(ctx context.Context, job schemas.Job, r schem
 			return nil // a newer scan is recorded; this one is history
 		}
 		if prev != nil {
-			if err := d.publishVariance(ctx, job, target, r.Tool, *prev, vc.AlertSeverity); err != nil {
+			if err := d.publishVariance(ctx, job, target, r.Tool, cur.Findings, *prev, vc.AlertSeverity); err != nil {
 				return err
 			}
 		}
@@ -440,8 +440,8 @@ func conflict(err error) bool {
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
 
-func (d *Dispatcher) publishVariance(ctx context.Context, job schemas.Job, target, tool string, prev varianceRecord, alertAt string) error {
-	curFS, err := d.loadFindings(ctx, *job.Result.Findings)
+func (d *Dispatcher) publishVariance(ctx context.Context, job schemas.Job, target, tool string, findings schemas.Report, prev varianceRecord, alertAt string) error {
+	curFS, err := d.loadFindings(ctx, findings)
 	if err != nil {
 		d.log.Warn("variance: findings unreadable; not compared", "job", job.ID, "err", err)
 		return nil
