@@ -297,6 +297,14 @@ type Result struct {
 	Reports []Report `json:"reports"`
 	// DBVersion identifies the vulnerability database the tool used.
 	DBVersion string `json:"db_version,omitempty"`
+	// Policy is the tenant policy's verdict, when the worker applies one.
+	Policy *PolicyDecision `json:"policy,omitempty"`
+	// ImageSignature is where the image's cosign signature and attestations
+	// were written; set only when the image passed the policy and was signed.
+	ImageSignature *ImageSignature `json:"image_signature,omitempty"`
+	// Signature is the worker's DSSE envelope over an in-toto statement of
+	// this result (ResultStatement); verify it with VerifyTaskResult.
+	Signature *Envelope `json:"signature,omitempty"`
 }
 
 // Summary counts findings by severity.
