@@ -5,6 +5,8 @@ import (
 	"crypto"
 	"encoding/base64"
 	"encoding/json"
+	"io"
+	"log"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -108,7 +110,7 @@ type signed struct {
 
 func setupSigned(t *testing.T) signed {
 	t.Helper()
-	srv := httptest.NewServer(registry.New())
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(srv.Close)
 	host := strings.TrimPrefix(srv.URL, "http://")
 	push := func(tag string) string {
@@ -210,6 +212,7 @@ func TestSignImageVerifiesWithCosignCLI(t *testing.T) {
 	t.Run("different image digest", func(t *testing.T) {
 		out, err := runCosign(t, bin, "verify", "--key", s.pubFile, s.other)
 		require.Error(t, err, out)
+		require.Contains(t, out, "no signatures found", out)
 	})
 	t.Run("wrong key", func(t *testing.T) {
 		_, otherPub := newKey(t)
@@ -217,37 +220,54 @@ func TestSignImageVerifiesWithCosignCLI(t *testing.T) {
 		require.Error(t, err, out)
 	})
 	t.Run("changed report", func(t *testing.T) {
-		// Rewrite the attestation with a changed report and the old signature.
+		// Rewrite the attestation with the old signature: first unchanged
+		// (the rewrite itself keeps it valid), then with a changed report.
 		t.Parallel()
 		tampered := setupSigned(t)
-		d, err := name.NewDigest(tampered.ref)
-		require.NoError(t, err)
-		se, err := ociremote.SignedEntity(d)
-		require.NoError(t, err)
-		atts, err := se.Attestations()
-		require.NoError(t, err)
-		list, err := atts.Get()
-		require.NoError(t, err)
-		require.Len(t, list, 1)
-		raw, err := list[0].Payload()
-		require.NoError(t, err)
-		var e schemas.Envelope
-		require.NoError(t, json.Unmarshal(raw, &e))
-		p, _ := base64.StdEncoding.DecodeString(e.Payload)
-		p = bytes.Replace(p, []byte(`"Results":[]`), []byte(`"Results":null`), 1)
-		e.Payload = base64.StdEncoding.EncodeToString(p)
-		eb, _ := json.Marshal(e)
-		att, err := static.NewAttestation(eb, static.WithLayerMediaType(types.DssePayloadType))
-		require.NoError(t, err)
-		clean, err := ociremote.SignedImage(d)
-		require.NoError(t, err)
-		// A fresh entity: replace the .att image instead of appending to it.
-		se2, err := mutate.AttachAttestationToEntity(withoutAttestations{clean}, att)
-		require.NoError(t, err)
-		require.NoError(t, ociremote.WriteAttestations(d.Repository, se2))
+		rewriteAttestation(t, tampered.ref, nil)
 		out, err := runCosign(t, bin, "verify-attestation", "--key", tampered.pubFile, "--type", "vuln", tampered.ref)
+		require.NoError(t, err, "an unchanged rewrite still verifies: %s", out)
+		rewriteAttestation(t, tampered.ref, func(p []byte) []byte {
+			return bytes.Replace(p, []byte(`"Results":[]`), []byte(`"Results":null`), 1)
+		})
+		out, err = runCosign(t, bin, "verify-attestation", "--key", tampered.pubFile, "--type", "vuln", tampered.ref)
 		require.Error(t, err, out)
+		require.Contains(t, out, "no matching attestations", out)
 	})
+}
+
+// rewriteAttestation replaces ref's attestation image by one holding the
+// same envelope with its payload passed through change (nil: unchanged),
+// keeping the old signature.
+func rewriteAttestation(t *testing.T, ref string, change func([]byte) []byte) {
+	t.Helper()
+	d, err := name.NewDigest(ref)
+	require.NoError(t, err)
+	se, err := ociremote.SignedEntity(d)
+	require.NoError(t, err)
+	atts, err := se.Attestations()
+	require.NoError(t, err)
+	list, err := atts.Get()
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	raw, err := list[0].Payload()
+	require.NoError(t, err)
+	var e schemas.Envelope
+	require.NoError(t, json.Unmarshal(raw, &e))
+	if change != nil {
+		p, _ := base64.StdEncoding.DecodeString(e.Payload)
+		e.Payload = base64.StdEncoding.EncodeToString(change(p))
+	}
+	eb, _ := json.Marshal(e)
+	att, err := static.NewAttestation(eb, static.WithLayerMediaType(types.DssePayloadType),
+		static.WithAnnotations(map[string]string{"predicateType": schemas.PredicateTypeVuln}))
+	require.NoError(t, err)
+	clean, err := ociremote.SignedImage(d)
+	require.NoError(t, err)
+	// Hide the existing attestations: the .att image is replaced, not appended to.
+	se2, err := mutate.AttachAttestationToEntity(withoutAttestations{clean}, att)
+	require.NoError(t, err)
+	require.NoError(t, ociremote.WriteAttestations(d.Repository, se2))
 }
 
 func lastLine(s string) string {
