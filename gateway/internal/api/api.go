@@ -88,6 +88,12 @@ type Config struct {
 	MaxBodyBytes int64
 	// MaxWait caps the ?wait= long-poll duration; default 60s.
 	MaxWait time.Duration
+	// PublicKeyFiles are PEM files of the public keys workers sign with,
+	// published at GET /v1/keys; optional.
+	PublicKeyFiles []string
+	// AllowedSignersFile is an ssh allowed-signers file for signed git tags,
+	// published at GET /v1/keys; optional.
+	AllowedSignersFile string
 }
 
 // Defaults.
@@ -126,6 +132,7 @@ func routeTable() []route {
 		{"DELETE /v1/jobs/{id}", policy.ActionSubmit, (*Handler).cancel},
 		{"GET /v1/jobs/{id}/result", policy.ActionRead, (*Handler).result},
 		{"GET /v1/audit/webhooks", policy.ActionAudit, (*Handler).auditWebhooks},
+		{"GET /v1/keys", policy.ActionRead, (*Handler).keys},
 	}
 }
 

@@ -32,14 +32,14 @@ func run() error {
 	}
 	var (
 		signingKey, policyFile string
-		cfg                   workers.Config
-		catalog               workers.CatalogConfig
-		trivyBin, trivyCache  string
-		images, workspaces    multiFlag
-		interactive, bulk     int
-		logLevel, ackWait     string
-		taskTimeout, stopWait string
-		allowed, insecureRegs string
+		cfg                    workers.Config
+		catalog                workers.CatalogConfig
+		trivyBin, trivyCache   string
+		images, workspaces     multiFlag
+		interactive, bulk      int
+		logLevel, ackWait      string
+		taskTimeout, stopWait  string
+		allowed, insecureRegs  string
 	)
 	fs := flag.NewFlagSet("ciss-worker", flag.ExitOnError)
 	fs.StringVar(&cfg.NATSURL, "nats-url", os.Getenv("CISS_NATS_URL"), "NATS server URL(s) [CISS_NATS_URL]")
