@@ -27,10 +27,12 @@ import (
 const (
 	// JobTypeImageScan scans a container image for known vulnerabilities.
 	JobTypeImageScan = "image-scan"
+	// JobTypeSBOM produces a CycloneDX (1.5+) SBOM of a container image.
+	JobTypeSBOM = "sbom"
 )
 
 // KnownJobTypes lists the job types the API accepts, in a stable order.
-func KnownJobTypes() []string { return []string{JobTypeImageScan} }
+func KnownJobTypes() []string { return []string{JobTypeImageScan, JobTypeSBOM} }
 
 // Lane is a priority lane. Each lane has its own subjects, consumers and worker
 // concurrency, so a backlog in one lane never delays work in the other.
@@ -134,7 +136,7 @@ func (r *JobRequest) Validate() error {
 	switch r.Type {
 	case "":
 		bad("type", "is required; one of %s", strings.Join(KnownJobTypes(), ", "))
-	case JobTypeImageScan:
+	case JobTypeImageScan, JobTypeSBOM:
 		switch {
 		case r.Target.Image == "":
 			bad("target.image", "is required for %s", r.Type)

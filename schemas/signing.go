@@ -34,6 +34,9 @@ const (
 	// PredicateTypeVuln is cosign's vulnerability-scan predicate type, used
 	// for the attestation attached to a passing image.
 	PredicateTypeVuln = "https://cosign.sigstore.dev/attestation/vuln/v1"
+	// PredicateTypeCycloneDX is the predicate type of a CycloneDX SBOM
+	// attestation (`cosign verify-attestation --type cyclonedx`).
+	PredicateTypeCycloneDX = "https://cyclonedx.org/bom"
 	// EnvelopeMediaType is the media type of a DSSE envelope.
 	EnvelopeMediaType = "application/vnd.dsse.envelope.v1+json"
 )
@@ -102,8 +105,9 @@ type PolicyDecision struct {
 // ImageSignature says where the cosign signature and attestations of a
 // passing image were written.
 type ImageSignature struct {
-	// Signature is the signature image reference (repo:sha256-<hex>.sig).
-	Signature string `json:"signature"`
+	// Signature is the signature image reference (repo:sha256-<hex>.sig);
+	// empty when only attestations were attached (SBOM jobs).
+	Signature string `json:"signature,omitempty"`
 	// Attestations is the attestation image reference (repo:sha256-<hex>.att).
 	Attestations string `json:"attestations,omitempty"`
 	// PredicateTypes are the attestations attached by this job.

@@ -62,7 +62,14 @@ func (w *Worker) loadKey(ctx context.Context) error {
 // is transient (the task is retried).
 func (w *Worker) vouch(ctx context.Context, task schemas.Task, pinned string, ver ToolVersion, r *schemas.Result, started time.Time) error {
 	r.Policy, r.ImageSignature, r.Signature = nil, nil, nil // never trust what a cache held
-	if w.key == nil || task.Type != schemas.JobTypeImageScan {
+	if w.key == nil {
+		return nil
+	}
+	switch task.Type {
+	case schemas.JobTypeImageScan:
+	case schemas.JobTypeSBOM:
+		return w.attestSBOM(ctx, pinned, r)
+	default:
 		return nil
 	}
 	rep, ok := r.ReportFor(schemas.FormatNative)
@@ -92,6 +99,34 @@ func (w *Worker) vouch(ctx context.Context, task schemas.Task, pinned string, ve
 	}
 	is, err := sign.SignImage(ctx, w.key, pinned, []sign.Attestation{{PredicateType: schemas.PredicateTypeVuln, Predicate: pred}},
 		sign.ImageOptions{Insecure: w.cfg.Signing.InsecureRegistries, Remote: []remote.Option{
+			remote.WithAuthFromKeychain(authn.DefaultKeychain), remote.WithTransport(guardedTransport()),
+		}})
+	if err != nil {
+		return err
+	}
+	w.met.signSeconds.WithLabelValues("image").Observe(time.Since(t0).Seconds())
+	r.ImageSignature = is
+	return nil
+}
+
+// attestSBOM attaches a job's CycloneDX SBOM to the image as a cosign
+// `cyclonedx` attestation. The image itself is not signed: an SBOM says what
+// is in an image, not that it passed a policy.
+func (w *Worker) attestSBOM(ctx context.Context, pinned string, r *schemas.Result) error {
+	rep, ok := r.ReportFor(schemas.FormatCycloneDX)
+	if !ok {
+		return fmt.Errorf("%w: sbom job without a cyclonedx report", ErrPermanent)
+	}
+	b, err := w.reports.GetBytes(ctx, rep.Object)
+	if err != nil {
+		return fmt.Errorf("read sbom: %w", err)
+	}
+	if err := schemas.VerifyReport(rep, b); err != nil {
+		return fmt.Errorf("%w: stored sbom: %w", ErrPermanent, err)
+	}
+	t0 := time.Now()
+	is, err := sign.SignImage(ctx, w.key, pinned, []sign.Attestation{{PredicateType: schemas.PredicateTypeCycloneDX, Predicate: b}},
+		sign.ImageOptions{AttestOnly: true, Insecure: w.cfg.Signing.InsecureRegistries, Remote: []remote.Option{
 			remote.WithAuthFromKeychain(authn.DefaultKeychain), remote.WithTransport(guardedTransport()),
 		}})
 	if err != nil {

@@ -177,6 +177,8 @@ func (t *TaskTool) Run(ctx context.Context, in Input, dir string) (Output, error
 			o.Summary, err = summary.TrivyJSON(b)
 		case tekton.SummarySARIF:
 			o.Summary, err = summary.SARIF(b)
+		case tekton.SummaryCycloneDX:
+			o.Summary, err = summary.CycloneDX(b)
 		}
 		if err != nil {
 			return Output{}, fmt.Errorf("%s: %s report: %w", t.m.Name, r.Format, err)

@@ -48,11 +48,17 @@ func cosign(t *testing.T, args ...string) (string, error) {
 // as an event-stream consumer would.
 func (e *env) lastTaskResult(taskID string) schemas.TaskResult {
 	e.t.Helper()
+	return e.lastTaskResultOf("trivy", taskID)
+}
+
+// lastTaskResultOf reads the newest task-completed event of a tool.
+func (e *env) lastTaskResultOf(tool, taskID string) schemas.TaskResult {
+	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	st, err := e.js.Stream(ctx, schemas.StreamResults)
 	require.NoError(e.t, err)
-	m, err := st.GetLastMsgForSubject(ctx, schemas.SubjectResultCompleted("trivy"))
+	m, err := st.GetLastMsgForSubject(ctx, schemas.SubjectResultCompleted(tool))
 	require.NoError(e.t, err)
 	var r schemas.TaskResult
 	_, err = schemas.Unmarshal(m.Data, schemas.TypeTaskCompleted, &r)
@@ -163,3 +169,59 @@ func signSeconds(t *testing.T, s *stack.Stack) float64 {
 	return sum
 }
 
+
+// TestSBOM: an sbom job of the clean image yields a CycloneDX 1.5+ document,
+// served as application/vnd.cyclonedx+json, whose digest is the signed
+// result's, and attached to the image as a `cyclonedx` attestation the cosign
+// CLI verifies.
+func TestSBOM(t *testing.T) {
+	cosignPath(t)
+	e := newEnv(t, nil)
+	pubFile := e.s.SigningPublicKeyFile
+	pubs, err := schemas.ParsePublicKeys(must(os.ReadFile(pubFile)))
+	require.NoError(t, err)
+
+	job := e.admin.submit(schemas.JobRequest{Type: schemas.JobTypeSBOM, Target: schemas.Target{Image: e.s.Images.Clean}}, nil)
+	done := e.admin.waitDone(job.ID)
+	require.Equal(t, schemas.StatusSucceeded, done.Status, "error: %+v", done.Error)
+	require.Equal(t, "trivy-sbom", done.Tool)
+	rep, ok := done.Result.ReportFor(schemas.FormatCycloneDX)
+	require.True(t, ok)
+
+	resp, body := e.admin.result(job.ID, schemas.MediaTypeCycloneDX)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	require.Equal(t, schemas.MediaTypeCycloneDX, resp.Header.Get("Content-Type"))
+	require.NoError(t, schemas.VerifyReport(rep, body))
+	var bom struct {
+		BOMFormat   string `json:"bomFormat"`
+		SpecVersion string `json:"specVersion"`
+		Metadata    struct {
+			Component struct {
+				Name string `json:"name"`
+			} `json:"component"`
+		} `json:"metadata"`
+		Components []struct {
+			Name    string `json:"name"`
+			Version string `json:"version"`
+			PURL    string `json:"purl"`
+		} `json:"components"`
+	}
+	require.NoError(t, json.Unmarshal(body, &bom))
+	require.Equal(t, "CycloneDX", bom.BOMFormat)
+	require.Contains(t, []string{"1.5", "1.6", "1.7"}, bom.SpecVersion)
+	var names []string
+	for _, c := range bom.Components {
+		names = append(names, c.Name)
+	}
+	require.Contains(t, names, "busybox", "the SBOM lists the image's packages: %v", names)
+
+	ev := e.lastTaskResultOf("trivy-sbom", done.Tasks[0].ID)
+	require.NoError(t, schemas.VerifyTaskResult(&ev, pubs...))
+	require.NotNil(t, done.Result.ImageSignature)
+	require.Equal(t, []string{schemas.PredicateTypeCycloneDX}, done.Result.ImageSignature.PredicateTypes)
+
+	out, err := cosign(t, "verify-attestation", "--key", pubFile, "--type", "cyclonedx", e.s.Images.Clean)
+	require.NoError(t, err, "cosign verify-attestation --type cyclonedx: %s", out)
+	out, err = cosign(t, "verify-attestation", "--key", pubFile, "--type", "cyclonedx", e.s.Images.Vulnerable)
+	require.Error(t, err, "no SBOM was attached to the other image: %s", out)
+}

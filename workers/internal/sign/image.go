@@ -55,6 +55,9 @@ type ImageOptions struct {
 	Insecure bool
 	// Remote are extra go-containerregistry options (auth, transport).
 	Remote []remote.Option
+	// AttestOnly attaches the attestations without signing the image itself
+	// (an SBOM states what is in an image, not that it passed a policy).
+	AttestOnly bool
 }
 
 // SignImage signs the image ref (pinned by digest: repo@sha256:…) with k in
@@ -78,28 +81,28 @@ func SignImage(ctx context.Context, k *Key, ref string, atts []Attestation, o Im
 	if err != nil {
 		return nil, fmt.Errorf("sign: read %s: %w", ref, err)
 	}
-	pl, err := (&payload.Cosign{Image: digest}).MarshalJSON()
-	if err != nil {
-		return nil, fmt.Errorf("sign: payload: %w", err)
-	}
-	raw, err := k.Sign(ctx, pl)
-	if err != nil {
-		return nil, err
-	}
-	sig, err := static.NewSignature(pl, base64.StdEncoding.EncodeToString(raw))
-	if err != nil {
-		return nil, fmt.Errorf("sign: signature layer: %w", err)
-	}
-	if se, err = mutate.AttachSignatureToEntity(se, sig); err != nil {
-		return nil, fmt.Errorf("sign: attach signature: %w", err)
-	}
-	if err := ociremote.WriteSignatures(digest.Repository, se, oopts...); err != nil {
-		return nil, fmt.Errorf("sign: write signature to %s: %w", digest.Repository, err)
-	}
 	hexsum := strings.TrimPrefix(digest.DigestStr(), "sha256:")
-	out := &schemas.ImageSignature{
-		Signature: digest.Repository.Tag("sha256-" + hexsum + ".sig").String(),
-		KeyID:     k.ID,
+	out := &schemas.ImageSignature{KeyID: k.ID}
+	if !o.AttestOnly {
+		pl, err := (&payload.Cosign{Image: digest}).MarshalJSON()
+		if err != nil {
+			return nil, fmt.Errorf("sign: payload: %w", err)
+		}
+		raw, err := k.Sign(ctx, pl)
+		if err != nil {
+			return nil, err
+		}
+		sig, err := static.NewSignature(pl, base64.StdEncoding.EncodeToString(raw))
+		if err != nil {
+			return nil, fmt.Errorf("sign: signature layer: %w", err)
+		}
+		if se, err = mutate.AttachSignatureToEntity(se, sig); err != nil {
+			return nil, fmt.Errorf("sign: attach signature: %w", err)
+		}
+		if err := ociremote.WriteSignatures(digest.Repository, se, oopts...); err != nil {
+			return nil, fmt.Errorf("sign: write signature to %s: %w", digest.Repository, err)
+		}
+		out.Signature = digest.Repository.Tag("sha256-" + hexsum + ".sig").String()
 	}
 	if len(atts) == 0 {
 		return out, nil
