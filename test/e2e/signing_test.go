@@ -169,7 +169,6 @@ func signSeconds(t *testing.T, s *stack.Stack) float64 {
 	return sum
 }
 
-
 // TestSBOM: an sbom job of the clean image yields a CycloneDX 1.5+ document,
 // served as application/vnd.cyclonedx+json, whose digest is the signed
 // result's, and attached to the image as a `cyclonedx` attestation the cosign
