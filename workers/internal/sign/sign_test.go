@@ -110,6 +110,12 @@ type signed struct {
 
 func setupSigned(t *testing.T) signed {
 	t.Helper()
+	return setupSignedWith(t, nil)
+}
+
+// setupSignedWith signs with key (nil: a fresh key file).
+func setupSignedWith(t *testing.T, key *sign.Key) signed {
+	t.Helper()
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(srv.Close)
 	host := strings.TrimPrefix(srv.URL, "http://")
@@ -124,7 +130,11 @@ func setupSigned(t *testing.T) signed {
 		return ref.Context().Digest(d.String()).String()
 	}
 	s := signed{ref: push("1"), other: push("2"), report: json.RawMessage(`{"SchemaVersion":2,"Results":[]}`)}
-	s.key, s.pubFile = newKey(t)
+	if key == nil {
+		s.key, s.pubFile = newKey(t)
+	} else {
+		s.key = key
+	}
 	pred, err := sign.VulnPredicate("https://github.com/aquasecurity/trivy", "0.69.0", "db-1", s.report, time.Now(), time.Now())
 	require.NoError(t, err)
 	is, err := sign.SignImage(t.Context(), s.key, s.ref, []sign.Attestation{{PredicateType: schemas.PredicateTypeVuln, Predicate: pred}}, sign.ImageOptions{})
