@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -114,6 +115,33 @@ func TestSignedOutcomes(t *testing.T) {
 	tr.Summary.Critical++
 	tampered.Result = &tr
 	require.ErrorIs(t, schemas.VerifyTaskResult(&tampered, pubs...), schemas.ErrStatementMismatch)
+
+	t.Run("provenance", func(t *testing.T) {
+		resp, b := e.admin.do(http.MethodGet, "/v1/provenance?image="+url.QueryEscape(e.s.Images.Clean), nil, nil)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", b)
+		var p struct {
+			Records []struct {
+				JobID          string                  `json:"job_id"`
+				ToolVersion    string                  `json:"tool_version"`
+				Reports        []schemas.Report        `json:"reports"`
+				ImageSignature *schemas.ImageSignature `json:"image_signature"`
+				SignedBy       []string                `json:"signed_by"`
+			} `json:"records"`
+		}
+		require.NoError(t, json.Unmarshal(b, &p))
+		require.NotEmpty(t, p.Records)
+		var found bool
+		for _, r := range p.Records {
+			if r.JobID == job.ID {
+				found = true
+				require.Equal(t, "0.69.0", r.ToolVersion)
+				require.Equal(t, done.Result.Reports, r.Reports)
+				require.Equal(t, []string{keys.Keys[0].ID}, r.SignedBy)
+				require.NotNil(t, r.ImageSignature)
+			}
+		}
+		require.True(t, found, "the signing job is in the image's provenance: %s", b)
+	})
 
 	t.Run("vulnerable image is not signed", func(t *testing.T) {
 		job := e.admin.submit(noCache(scan(e.s.Images.Vulnerable)), nil)

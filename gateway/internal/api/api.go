@@ -133,6 +133,7 @@ func routeTable() []route {
 		{"GET /v1/jobs/{id}/result", policy.ActionRead, (*Handler).result},
 		{"GET /v1/audit/webhooks", policy.ActionAudit, (*Handler).auditWebhooks},
 		{"GET /v1/keys", policy.ActionRead, (*Handler).keys},
+		{"GET /v1/provenance", policy.ActionRead, (*Handler).provenance},
 	}
 }
 
