@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/sigstore/cosign/v2/pkg/cosign/attestation"
+	cremote "github.com/sigstore/cosign/v2/pkg/cosign/remote"
 	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
 	"github.com/sigstore/cosign/v2/pkg/oci/static"
@@ -96,7 +97,8 @@ func SignImage(ctx context.Context, k *Key, ref string, atts []Attestation, o Im
 		if err != nil {
 			return nil, fmt.Errorf("sign: signature layer: %w", err)
 		}
-		if se, err = mutate.AttachSignatureToEntity(se, sig); err != nil {
+		// Re-signing an image with the same key adds no second signature.
+		if se, err = mutate.AttachSignatureToEntity(se, sig, mutate.WithDupeDetector(cremote.NewDupeDetector(k.sv))); err != nil {
 			return nil, fmt.Errorf("sign: attach signature: %w", err)
 		}
 		if err := ociremote.WriteSignatures(digest.Repository, se, oopts...); err != nil {
@@ -129,7 +131,9 @@ func SignImage(ctx context.Context, k *Key, ref string, atts []Attestation, o Im
 		if err != nil {
 			return nil, fmt.Errorf("sign: attestation layer: %w", err)
 		}
-		if se, err = mutate.AttachAttestationToEntity(se, att); err != nil {
+		// A newer attestation of the same predicate type replaces the older
+		// one (cosign attest --replace), so rescans do not grow the .att image.
+		if se, err = mutate.AttachAttestationToEntity(se, att, mutate.WithReplaceOp(cremote.NewReplaceOp(a.PredicateType))); err != nil {
 			return nil, fmt.Errorf("sign: attach attestation: %w", err)
 		}
 		out.PredicateTypes = append(out.PredicateTypes, a.PredicateType)

@@ -164,6 +164,26 @@ func TestSignImageVerifiesWithCosignLibrary(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, atts, 1)
 
+	// Re-signing (a rescan) neither duplicates the signature nor keeps the
+	// older attestation of the same predicate type.
+	pred, err := sign.VulnPredicate("https://github.com/aquasecurity/trivy", "0.69.0", "db-2", s.report, time.Now(), time.Now())
+	require.NoError(t, err)
+	_, err = sign.SignImage(ctx, s.key, s.ref, []sign.Attestation{{PredicateType: schemas.PredicateTypeVuln, Predicate: pred}}, sign.ImageOptions{})
+	require.NoError(t, err)
+	sigs, _, err = cosign.VerifyImageSignatures(ctx, d, co)
+	require.NoError(t, err)
+	require.Len(t, sigs, 1)
+	atts, _, err = cosign.VerifyImageAttestations(ctx, d, co)
+	require.NoError(t, err)
+	require.Len(t, atts, 1)
+	p, err := atts[0].Payload()
+	require.NoError(t, err)
+	var env schemas.Envelope
+	require.NoError(t, json.Unmarshal(p, &env))
+	stmt, err := base64.StdEncoding.DecodeString(env.Payload)
+	require.NoError(t, err)
+	require.Contains(t, string(stmt), `"version":"db-2"`, "the newest attestation replaced the older one")
+
 	// An unsigned image of the same repository does not verify.
 	od, err := name.NewDigest(s.other)
 	require.NoError(t, err)
