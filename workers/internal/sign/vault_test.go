@@ -29,8 +29,14 @@ import (
 func vaultDev(t *testing.T, key string) (addr, token string) {
 	t.Helper()
 	bin := os.Getenv("CISS_VAULT")
+	if cache := os.Getenv("CISS_CACHE"); bin == "" && cache != "" {
+		// Where deploy/tools/install-vault.sh (make vault, .ci/run) puts it.
+		if p := filepath.Join(cache, "vault", "v1.21.4", "vault"); fileExists(p) {
+			bin = p
+		}
+	}
 	if bin == "" {
-		t.Skip("CISS_VAULT is not set: the Vault server binary (deploy/tools/install-vault.sh)")
+		t.Skip("no Vault server binary: set CISS_VAULT, or build it with deploy/tools/install-vault.sh into $CISS_CACHE")
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -126,4 +132,9 @@ func TestVaultTransitKey(t *testing.T) {
 		out, err = runCosign(t, bin, "verify-attestation", "--key", pubFile, "--type", "vuln", s.ref)
 		require.NoError(t, err, out)
 	}
+}
+
+func fileExists(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && !fi.IsDir()
 }
