@@ -27,10 +27,12 @@ import (
 const (
 	// JobTypeImageScan scans a container image for known vulnerabilities.
 	JobTypeImageScan = "image-scan"
+	// JobTypeSBOM produces a CycloneDX (1.5+) SBOM of a container image.
+	JobTypeSBOM = "sbom"
 )
 
 // KnownJobTypes lists the job types the API accepts, in a stable order.
-func KnownJobTypes() []string { return []string{JobTypeImageScan} }
+func KnownJobTypes() []string { return []string{JobTypeImageScan, JobTypeSBOM} }
 
 // Lane is a priority lane. Each lane has its own subjects, consumers and worker
 // concurrency, so a backlog in one lane never delays work in the other.
@@ -134,7 +136,7 @@ func (r *JobRequest) Validate() error {
 	switch r.Type {
 	case "":
 		bad("type", "is required; one of %s", strings.Join(KnownJobTypes(), ", "))
-	case JobTypeImageScan:
+	case JobTypeImageScan, JobTypeSBOM:
 		switch {
 		case r.Target.Image == "":
 			bad("target.image", "is required for %s", r.Type)
@@ -303,6 +305,14 @@ type Result struct {
 	// Findings is the stored FindingSet: the findings in the common model,
 	// for trials and variance tracking.
 	Findings *Report `json:"findings,omitempty"`
+	// Policy is the tenant policy's verdict, when the worker applies one.
+	Policy *PolicyDecision `json:"policy,omitempty"`
+	// ImageSignature is where the image's cosign signature and attestations
+	// were written; set only when the image passed the policy and was signed.
+	ImageSignature *ImageSignature `json:"image_signature,omitempty"`
+	// Signature is the worker's DSSE envelope over an in-toto statement of
+	// this result (ResultStatement); verify it with VerifyTaskResult.
+	Signature *Envelope `json:"signature,omitempty"`
 }
 
 // Summary counts findings by severity.

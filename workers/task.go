@@ -69,6 +69,9 @@ func (w *Worker) handle(ctx context.Context, tool Tool, msg jetstream.Msg) {
 	res, runErr := w.run(taskCtx, tool, task)
 	res.TaskID, res.JobID, res.Tenant, res.Tool, res.Role = task.ID, task.JobID, task.Tenant, task.Tool, task.Role
 	res.Worker, res.Attempt, res.StartedAt, res.EndedAt = w.cfg.Name, attempt, started, time.Now().UTC()
+	if runErr == nil {
+		runErr = w.signResult(taskCtx, &res)
+	}
 	cause := context.Cause(taskCtx)
 	switch {
 	case runErr == nil:
@@ -124,18 +127,29 @@ func errorFor(err error) *schemas.Error {
 // run resolves the target, answers from the cache when allowed, else runs the
 // tool, stores its reports and fills the cache.
 func (w *Worker) run(ctx context.Context, tool Tool, task schemas.Task) (schemas.TaskResult, error) {
-	var res schemas.TaskResult
+	started := time.Now()
+	res, pinned, ver, err := w.runTool(ctx, tool, task)
+	if err != nil || res.Result == nil {
+		return res, err
+	}
+	return res, w.vouch(ctx, task, pinned, ver, res.Result, started)
+}
+
+// runTool resolves the target, answers from the cache when allowed, else runs
+// the tool, stores its reports and fills the cache. It returns the pinned
+// image reference and the tool version too.
+func (w *Worker) runTool(ctx context.Context, tool Tool, task schemas.Task) (res schemas.TaskResult, pinned string, ver ToolVersion, err error) {
 	if task.Target.Image == "" {
-		return res, fmt.Errorf("%w: %w: task has no image", ErrPermanent, ErrInvalidTarget)
+		return res, "", ver, fmt.Errorf("%w: %w: task has no image", ErrPermanent, ErrInvalidTarget)
 	}
 	digest, err := w.cfg.Resolver.Resolve(ctx, task.Target.Image)
 	if err != nil {
-		return res, err
+		return res, pinned, ver, err
 	}
-	pinned := PinDigest(task.Target.Image, digest)
-	ver, err := tool.Version(ctx)
+	pinned = PinDigest(task.Target.Image, digest)
+	ver, err = tool.Version(ctx)
 	if err != nil {
-		return res, fmt.Errorf("tool version: %w", err)
+		return res, pinned, ver, fmt.Errorf("tool version: %w", err)
 	}
 	res.ToolVersion = ver.Tool
 	key := CacheKey(tool.Name(), ver, digest, task.Params)
@@ -143,12 +157,12 @@ func (w *Worker) run(ctx context.Context, tool Tool, task schemas.Task) (schemas
 		if r, ok := w.cached(ctx, key); ok {
 			res.Result, res.CacheHit = r, true
 			w.met.cacheHits.Add(1)
-			return res, nil
+			return res, pinned, ver, nil
 		}
 	}
 	dir, err := os.MkdirTemp(w.cfg.WorkDir, "ciss-task-")
 	if err != nil {
-		return res, fmt.Errorf("work dir: %w", err)
+		return res, pinned, ver, fmt.Errorf("work dir: %w", err)
 	}
 	defer os.RemoveAll(dir)
 	timeout := time.Duration(task.Timeout)
@@ -157,20 +171,20 @@ func (w *Worker) run(ctx context.Context, tool Tool, task schemas.Task) (schemas
 	}
 	out, err := tool.Run(ctx, Input{Task: task, Image: pinned, ImageDigest: digest, Timeout: timeout}, dir)
 	if err != nil {
-		return res, err
+		return res, pinned, ver, err
 	}
 	result := &schemas.Result{ImageDigest: digest, Summary: out.Summary, DBVersion: ver.Data}
 	for _, f := range out.Reports {
 		rep, err := w.storeReport(ctx, f)
 		if err != nil {
-			return res, err
+			return res, pinned, ver, err
 		}
 		result.Reports = append(result.Reports, rep)
 	}
 	if out.FindingsSource != "" {
 		rep, err := w.storeFindings(ctx, tool.Name(), out)
 		if err != nil {
-			return res, err
+			return res, pinned, ver, err
 		}
 		result.Findings = &rep
 	}
@@ -180,7 +194,7 @@ func (w *Worker) run(ctx context.Context, tool Tool, task schemas.Task) (schemas
 			w.log.Warn("result cache write failed", "err", err)
 		}
 	}
-	return res, nil
+	return res, pinned, ver, nil
 }
 
 // storeReport puts a report into the object store under its content digest, so

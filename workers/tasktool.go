@@ -178,6 +178,8 @@ func (t *TaskTool) Run(ctx context.Context, in Input, dir string) (Output, error
 			o.Summary, err = summary.TrivyJSON(b)
 		case tekton.SummarySARIF:
 			o.Summary, err = summary.SARIF(b)
+		case tekton.SummaryCycloneDX:
+			o.Summary, err = summary.CycloneDX(b)
 		}
 		if err == nil && r.Summary != "" {
 			o.FindingsSource = r.Summary

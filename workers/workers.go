@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"ciss.dev/schemas"
+	"ciss.dev/workers/internal/sign"
 )
 
 // Tool runs tasks for the job types it serves. Implementations are registered
@@ -118,6 +119,8 @@ type Config struct {
 	Source string
 	// Logger receives structured logs; default discards.
 	Logger *slog.Logger
+	// Signing, when set, signs results and passing images (see SigningConfig).
+	Signing *SigningConfig
 }
 
 func (c *Config) validate() error {
@@ -181,6 +184,7 @@ type Worker struct {
 	cache   jetstream.KeyValue
 	reports jetstream.ObjectStore
 	ready   atomic.Bool
+	key     *sign.Key // nil: signing off
 
 	running sync.Map // task id → runningTask
 
@@ -218,6 +222,9 @@ func (w *Worker) Start(ctx context.Context) error {
 		if err := w.startAdmin(); err != nil {
 			return err
 		}
+	}
+	if err := w.loadKey(ctx); err != nil {
+		return err
 	}
 	nc, err := connect(w.cfg, w.log)
 	if err != nil {

@@ -33,9 +33,9 @@ func TestParseValid(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, Decision{Primary: "trivy"}, d)
 
-	_, err = tab.Route("sbom")
+	_, err = tab.Route("dast")
 	require.ErrorIs(t, err, ErrNoRoute)
-	require.ErrorContains(t, err, `"sbom"`)
+	require.ErrorContains(t, err, `"dast"`)
 }
 
 // TestParseShippedRouting keeps deploy/routing.yaml loadable.
@@ -79,8 +79,8 @@ func TestParseRejects(t *testing.T) {
 		{"tool not serving job type", "version: 1\ntools:\n  - name: trivy\n    job_types: []\nroutes:\n" + route("trivy"), `does not serve "image-scan"`},
 		{"duplicate tool", "version: 1\ntools:\n" + tool("trivy") + tool("trivy"), `tool "trivy" declared twice`},
 		{"duplicate route", "version: 1\ntools:\n" + tool("trivy") + tool("grype") + "routes:\n" + route("trivy") + route("grype"), `routed twice`},
-		{"unknown job type on tool", "version: 1\ntools:\n  - name: trivy\n    job_types: [sbom]\n", `unknown job type "sbom"`},
-		{"unknown job type on route", "version: 1\ntools:\n" + tool("trivy") + "routes:\n  - job_type: sbom\n    primary: trivy\n", `unknown job type "sbom"`},
+		{"unknown job type on tool", "version: 1\ntools:\n  - name: trivy\n    job_types: [dast]\n", `unknown job type "dast"`},
+		{"unknown job type on route", "version: 1\ntools:\n" + tool("trivy") + "routes:\n  - job_type: dast\n    primary: trivy\n", `unknown job type "dast"`},
 		{"empty job type on route", "version: 1\ntools:\n" + tool("trivy") + "routes:\n  - primary: trivy\n", `unknown job type ""`},
 		{"tool name upper case", "version: 1\ntools:\n" + tool("Trivy"), `"Trivy"`},
 		{"tool name with dot", "version: 1\ntools:\n" + tool("trivy.v2"), `"trivy.v2"`},

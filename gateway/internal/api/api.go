@@ -88,6 +88,12 @@ type Config struct {
 	MaxBodyBytes int64
 	// MaxWait caps the ?wait= long-poll duration; default 60s.
 	MaxWait time.Duration
+	// PublicKeyFiles are PEM files of the public keys workers sign with,
+	// published at GET /v1/keys; optional.
+	PublicKeyFiles []string
+	// AllowedSignersFile is an ssh allowed-signers file for signed git tags,
+	// published at GET /v1/keys; optional.
+	AllowedSignersFile string
 }
 
 // Defaults.
@@ -128,6 +134,8 @@ func routeTable() []route {
 		{"GET /v1/audit/webhooks", policy.ActionAudit, (*Handler).auditWebhooks},
 		{"GET /v1/trials", policy.ActionAudit, (*Handler).listTrials},
 		{"GET /v1/trials/{name}", policy.ActionAudit, (*Handler).getTrial},
+		{"GET /v1/keys", policy.ActionRead, (*Handler).keys},
+		{"GET /v1/provenance", policy.ActionRead, (*Handler).provenance},
 	}
 }
 
