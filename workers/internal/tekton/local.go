@@ -29,6 +29,23 @@ type Run struct {
 	Timeout time.Duration
 	// Dir is a scratch directory for results and scripts; it must exist.
 	Dir string
+	// Output names the workspace the reports are written to ("" for none)
+	// and Reports their paths in it. The local backend binds it to
+	// Workspaces[Output] directly; the cluster backend to a volume in the pod,
+	// from which the reports are uploaded into Workspaces[Output].
+	Output  string
+	Reports []string
+	// Sources maps workspaces bound to worker-provided data to the names of
+	// that data (a manifest's `from:`); the cluster backend binds each to the
+	// volume configured for the name.
+	Sources map[string]string
+	// Owner identifies the run on a cluster (labels and annotations).
+	Owner Owner
+}
+
+// Owner is whose work a run is.
+type Owner struct {
+	Tenant, Job, Task, Tool string
 }
 
 // Outcome is what a successful run produced.
