@@ -3,11 +3,13 @@ package tekton
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +18,9 @@ import (
 	"github.com/tektoncd/pipeline/pkg/client/clientset/versioned/fake"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	k8stesting "k8s.io/client-go/testing"
 	"knative.dev/pkg/apis"
 	duckv1 "knative.dev/pkg/apis/duck/v1"
 
@@ -318,4 +323,74 @@ func FuzzCheckReportPath(f *testing.F) {
 			t.Fatalf("accepted path %q escaping the directory", p)
 		}
 	})
+}
+
+// TestWatchResumes: a watch the server closes is resumed from the last
+// resourceVersion seen, and an expired one ("410 Gone") re-reads the TaskRun
+// and watches again from there; the run still ends with its results.
+func TestWatchResumes(t *testing.T) {
+	t.Parallel()
+	c, client, _ := newFakeCluster(t)
+	var mu sync.Mutex
+	var rvs []string
+	watches := 0
+	client.PrependReactor("create", "taskruns", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		tr := a.(k8stesting.CreateAction).GetObject().(*v1.TaskRun)
+		tr.ResourceVersion = "42"
+		return false, nil, nil
+	})
+	client.PrependWatchReactor("taskruns", func(a k8stesting.Action) (bool, watch.Interface, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		watches++
+		rvs = append(rvs, a.(k8stesting.WatchActionImpl).WatchRestrictions.ResourceVersion)
+		switch watches {
+		case 1: // closed by the server straight away
+			w := watch.NewFake()
+			go w.Stop()
+			return true, w, nil
+		case 2: // expired
+			w := watch.NewFake()
+			go w.Error(&metav1.Status{Status: metav1.StatusFailure, Code: http.StatusGone, Reason: metav1.StatusReasonExpired, Message: "too old resource version"})
+			return true, w, nil
+		}
+		return false, nil, nil // the fake's own watch
+	})
+	done := make(chan error, 1)
+	go func() {
+		out, err := c.RunTask(t.Context(), Run{Task: simpleTask(t), Name: "w", Params: map[string]string{"image": "x"},
+			Workspaces: map[string]string{"out": t.TempDir()}, Output: "out"})
+		if err == nil && out.Results["r"] != "ok" {
+			err = fmt.Errorf("results %v", out.Results)
+		}
+		done <- err
+	}()
+	tr := created(t, client)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := watches
+		mu.Unlock()
+		if n >= 3 {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "watch not resumed (%d watches)", n)
+		time.Sleep(10 * time.Millisecond)
+	}
+	tr.Status.Conditions = duckv1.Conditions{{Type: apis.ConditionSucceeded, Status: corev1.ConditionTrue, Reason: "Succeeded"}}
+	tr.Status.Results = []v1.TaskRunResult{{Name: "r", Value: *v1.NewStructuredValues("ok")}}
+	_, err := client.TektonV1().TaskRuns("ns").UpdateStatus(context.Background(), tr, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	require.NoError(t, <-done)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, "42", rvs[0], "the first watch starts at the created TaskRun's resourceVersion")
+	require.Equal(t, rvs[0], rvs[1], "a closed watch resumes from the same resourceVersion")
+	gets := 0
+	for _, a := range client.Actions() {
+		if a.GetVerb() == "get" && a.GetResource().Resource == "taskruns" {
+			gets++
+		}
+	}
+	require.Positive(t, gets, "an expired watch re-reads the TaskRun")
 }
