@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"ciss.dev/schemas"
 	"ciss.dev/workers/internal/runner"
 	"ciss.dev/workers/internal/summary"
 	"ciss.dev/workers/internal/tekton"
@@ -37,7 +38,8 @@ type CatalogConfig struct {
 }
 
 // LoadTools reads and validates the catalog and returns one Tool per manifest,
-// run by the local backend. Every `from:` workspace must be configured.
+// run by the local backend, or by cfg.Cluster when set. Every `from:` workspace
+// must be configured (a directory, or a PersistentVolumeClaim on a cluster).
 func LoadTools(ctx context.Context, cfg CatalogConfig) ([]Tool, error) {
 	cat, err := tekton.Load(ctx, cfg.Dir)
 	if err != nil {
@@ -55,7 +57,7 @@ func LoadTools(ctx context.Context, cfg CatalogConfig) ([]Tool, error) {
 			}
 			if cfg.Cluster != nil {
 				if _, ok := cfg.Cluster.claims[ws.From]; !ok {
-					return nil, fmt.Errorf("workers: tool %s: workspace %s needs a PersistentVolumeClaim for %q (-cluster-claim %s=CLAIM)", m.Name, name, ws.From, ws.From)
+					return nil, fmt.Errorf("workers: tool %s: workspace %s needs a PersistentVolumeClaim for %q (-cluster-claims %s=CLAIM)", m.Name, name, ws.From, ws.From)
 				}
 				continue
 			}
@@ -200,7 +202,7 @@ func (t *TaskTool) Run(ctx context.Context, in Input, dir string) (Output, error
 	outName, reports := t.output()
 	_, err := t.backend.RunTask(ctx, tekton.Run{
 		Task: t.cat.Tasks[t.m.Task], Name: in.Task.ID, Params: params,
-		Workspaces: t.workspaces(out), Timeout: in.Timeout, Dir: scratch,
+		Workspaces: t.workspaces(out), Timeout: in.Timeout, Dir: scratch, Nice: shadowNice(in.Task),
 		Output: outName, Reports: reports, Sources: t.sources(),
 		Owner: tekton.Owner{Tenant: in.Task.Tenant, Job: in.Task.JobID, Task: in.Task.ID, Tool: t.m.Name},
 	})
@@ -219,6 +221,10 @@ func (t *TaskTool) Run(ctx context.Context, in Input, dir string) (Output, error
 			o.Summary, err = summary.TrivyJSON(b)
 		case tekton.SummarySARIF:
 			o.Summary, err = summary.SARIF(b)
+		}
+		if err == nil && r.Summary != "" {
+			o.FindingsSource = r.Summary
+			o.Findings, err = summary.Findings(r.Summary, b)
 		}
 		if err != nil {
 			return Output{}, fmt.Errorf("%s: %s report: %w", t.m.Name, r.Format, err)
@@ -251,4 +257,15 @@ func classifyRun(err error) error {
 		return fmt.Errorf("%w: %w", ErrPermanent, err)
 	}
 	return err
+}
+
+// ShadowNice is the CPU niceness shadow tasks (tool trials) run at: on a
+// busy host the candidate yields the CPU to the authoritative scans.
+const ShadowNice = 10
+
+func shadowNice(t schemas.Task) int {
+	if t.Role == schemas.RoleShadow {
+		return ShadowNice
+	}
+	return 0
 }

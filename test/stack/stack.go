@@ -292,7 +292,7 @@ func (s *Stack) args(c string) []string {
 			"-client-ca", s.PKI.CAFile, "-policy", s.PolicyFile,
 			"-webhook-addr", s.cfg.WebhookAddr, "-webhook-config", filepath.Join(s.cfg.Dir, webhookConfigFile))
 	case Dispatcher:
-		a = append(a, "-routing", s.cfg.RoutingFile, "-subscriptions", s.SubscriptionsFile)
+		a = append(a, "-routing", s.cfg.RoutingFile, "-subscriptions", s.SubscriptionsFile, "-catalog", s.cfg.TasksDir)
 	case Worker:
 		a = append(a, "-tasks-dir", s.cfg.TasksDir, "-trivy", s.cfg.Trivy, "-trivy-cache-dir", s.DB.CacheDir, "-work-dir", s.workDir())
 	}

@@ -126,6 +126,8 @@ func routeTable() []route {
 		{"DELETE /v1/jobs/{id}", policy.ActionSubmit, (*Handler).cancel},
 		{"GET /v1/jobs/{id}/result", policy.ActionRead, (*Handler).result},
 		{"GET /v1/audit/webhooks", policy.ActionAudit, (*Handler).auditWebhooks},
+		{"GET /v1/trials", policy.ActionAudit, (*Handler).listTrials},
+		{"GET /v1/trials/{name}", policy.ActionAudit, (*Handler).getTrial},
 	}
 }
 

@@ -29,6 +29,10 @@ type Run struct {
 	Timeout time.Duration
 	// Dir is a scratch directory for results and scripts; it must exist.
 	Dir string
+	// Nice lowers the steps' CPU priority (runner.Spec.Nice); 0 keeps it.
+	// The cluster backend ignores it (pods get their priority from the
+	// cluster's own configuration).
+	Nice int
 	// Output names the workspace the reports are written to ("" for none)
 	// and Reports their paths in it. The local backend binds it to
 	// Workspaces[Output] directly; the cluster backend to a volume in the pod,
@@ -95,7 +99,7 @@ func (l *Local) RunTask(ctx context.Context, r Run) (Outcome, error) {
 			return Outcome{}, err
 		}
 	}
-	spec := runner.Spec{Dir: filepath.Join(r.Dir, "work"), Timeout: r.Timeout}
+	spec := runner.Spec{Dir: filepath.Join(r.Dir, "work"), Timeout: r.Timeout, Nice: r.Nice}
 	for i, st := range r.Task.Spec.Steps {
 		step, err := l.step(r, vars, i, st)
 		if err != nil {
