@@ -12,7 +12,7 @@ COSIGN       = $(shell deploy/tools/install-cosign.sh)
 # Packages the gateway and dispatcher must never link (dependency isolation).
 FORBIDDEN   := github.com/aquasecurity/|github.com/sigstore/|github.com/tektoncd/|github.com/hashicorp/vault|github.com/nats-io/nats-server
 
-.PHONY: all build run test verify fmt vet depcheck gowork-off helm-check integrations-check unit e2e bench trivy fuzz clean
+.PHONY: all build run test verify fmt vet depcheck gowork-off helm-check integrations-check unit e2e k8s bench trivy fuzz clean
 
 all: build
 
@@ -24,9 +24,9 @@ trivy: ## the pinned Trivy CLI, built once into $(CISS_CACHE)
 	@deploy/tools/install-trivy.sh
 
 run: build ## the whole stack on loopback, in the foreground; Ctrl-C stops it
-	@trivy=$$(deploy/tools/install-trivy.sh) && $(BIN)/ciss-dev -trivy "$$trivy"
+	@trivy=$$(deploy/tools/install-trivy.sh) && $(BIN)/ciss-dev -trivy "$$trivy" $(CISS_DEV_ARGS)
 
-test: verify unit e2e ## everything CI runs
+test: verify unit e2e k8s ## everything CI runs
 
 verify: fmt vet depcheck gowork-off helm-check integrations-check ## static checks, wire-format drift, deployment artefacts
 
@@ -35,6 +35,7 @@ fmt:
 
 vet:
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags k8s ciss.dev/test/k8s/... ciss.dev/test/e2e/...
 
 depcheck: ## schemas is stdlib-only; gateway and dispatcher never link scanners, signers, Tekton, Vault
 	@set -e; \
@@ -59,6 +60,11 @@ unit: ## unit and component tests, on real embedded NATS, registries and Trivy
 
 e2e: build ## end-to-end tests against the real stack (binaries as processes; their logs print on failure)
 	CISS_TRIVY="$(TRIVY)" CISS_COSIGN="$(COSIGN)" CISS_BIN_DIR="$(BIN)" $(GO) test -count=1 -timeout 30m -v ciss.dev/test/e2e/...
+
+k8s: build ## cluster backend on a real Kubernetes + Tekton on loopback (test/k8s; root; cold install ~11 min)
+	test/k8s/cluster.sh install
+	CISS_TRIVY="$(TRIVY)" CISS_BIN_DIR="$(BIN)" $(GO) test -tags k8s -count=1 -timeout 30m -v \
+		-run '^(TestClusterRunsTaskRun|TestBackendConformance|TestClusterBackend)$$' ciss.dev/test/k8s/... ciss.dev/test/e2e/...
 
 fuzz: ## a short run of every fuzz target
 	@set -e; for p in $$($(GO) list $(PKGS)); do \

@@ -40,6 +40,10 @@ func run() error {
 	fs.StringVar(&cfg.RegistryAddr, "registry-addr", "127.0.0.1:5000", "loopback OCI registry address")
 	admin := fs.String("admin-addrs", "127.0.0.1:9443,127.0.0.1:9444,127.0.0.1:9445", "admin addresses of gateway,dispatcher,worker")
 	fs.BoolVar(&quiet, "quiet", false, "do not print component logs")
+	kubeconfig := fs.String("kubeconfig", "", "run the worker with the cluster backend (Tekton TaskRuns) on this cluster; default: local backend")
+	namespace := fs.String("namespace", "default", "cluster backend: namespace of the TaskRuns")
+	claims := fs.String("cluster-claims", "", "cluster backend: NAME=PVC,... (trivy-db=PVC holding the Trivy DB)")
+	helper := fs.String("helper-image", "", "cluster backend: image with sh and busybox wget for the report upload step")
 	_ = fs.Parse(os.Args[1:])
 	if cfg.Trivy == "" {
 		return fmt.Errorf("-trivy is required (deploy/tools/install-trivy.sh prints the path)")
@@ -49,6 +53,10 @@ func run() error {
 		return fmt.Errorf("-admin-addrs: want 3 comma-separated addresses, got %q", *admin)
 	}
 	cfg.AdminAddrs = map[string]string{stack.Gateway: addrs[0], stack.Dispatcher: addrs[1], stack.Worker: addrs[2]}
+	if *kubeconfig != "" {
+		cfg.Args = map[string][]string{stack.Worker: {"-backend", "cluster", "-kubeconfig", *kubeconfig,
+			"-namespace", *namespace, "-cluster-claims", *claims, "-helper-image", *helper, "-upload-addr", "127.0.0.1:0"}}
+	}
 	if !quiet {
 		cfg.Output = os.Stderr
 	}

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -40,6 +41,8 @@ func run() error {
 		logLevel, ackWait      string
 		taskTimeout, stopWait  string
 		allowed, insecureRegs  string
+		backend, claims        string
+		cluster                workers.ClusterConfig
 	)
 	fs := flag.NewFlagSet("ciss-worker", flag.ExitOnError)
 	fs.StringVar(&cfg.NATSURL, "nats-url", os.Getenv("CISS_NATS_URL"), "NATS server URL(s) [CISS_NATS_URL]")
@@ -66,6 +69,13 @@ func run() error {
 	fs.StringVar(&insecureRegs, "insecure-registries", os.Getenv("CISS_WORKER_INSECURE_REGISTRIES"), "true to allow plain HTTP / unverified TLS to every registry [CISS_WORKER_INSECURE_REGISTRIES]")
 	fs.StringVar(&signingKey, "signing-key", os.Getenv("CISS_SIGNING_KEY"), "cosign private key file or hashivault://KEY (Vault Transit: VAULT_ADDR, VAULT_TOKEN, TRANSIT_SECRET_ENGINE_PATH); a key file is decrypted with COSIGN_PASSWORD; empty disables signing [CISS_SIGNING_KEY]")
 	fs.StringVar(&policyFile, "policy", os.Getenv("CISS_WORKER_POLICY"), "tenant policy YAML deciding which scanned images are signed (default: fail at HIGH) [CISS_WORKER_POLICY]")
+	fs.StringVar(&backend, "backend", envOr("CISS_WORKER_BACKEND", "local"), "where Tasks run: local (processes on this host) or cluster (Tekton TaskRuns) [CISS_WORKER_BACKEND]")
+	fs.StringVar(&cluster.Kubeconfig, "kubeconfig", os.Getenv("CISS_WORKER_KUBECONFIG"), "cluster backend: kubeconfig file; empty uses the in-cluster service account [CISS_WORKER_KUBECONFIG]")
+	fs.StringVar(&cluster.Namespace, "namespace", envOr("CISS_WORKER_NAMESPACE", "default"), "cluster backend: namespace of the TaskRuns [CISS_WORKER_NAMESPACE]")
+	fs.StringVar(&claims, "cluster-claims", os.Getenv("CISS_WORKER_CLUSTER_CLAIMS"), "cluster backend: NAME=PVC,... binds worker-provided data (manifest from: NAME, e.g. trivy-db) to PersistentVolumeClaims [CISS_WORKER_CLUSTER_CLAIMS]")
+	fs.StringVar(&cluster.HelperImage, "helper-image", os.Getenv("CISS_WORKER_HELPER_IMAGE"), "cluster backend: image with sh and busybox wget for the report upload step, pinned by digest [CISS_WORKER_HELPER_IMAGE]")
+	fs.StringVar(&cluster.UploadAddr, "upload-addr", envOr("CISS_WORKER_UPLOAD_ADDR", "127.0.0.1:9446"), "cluster backend: listener for report uploads from pods [CISS_WORKER_UPLOAD_ADDR]")
+	fs.StringVar(&cluster.UploadURL, "upload-url", os.Getenv("CISS_WORKER_UPLOAD_URL"), "cluster backend: the upload listener as pods reach it (default http://UPLOAD_ADDR) [CISS_WORKER_UPLOAD_URL]")
 	fs.StringVar(&logLevel, "log-level", envOr("CISS_LOG_LEVEL", "info"), "debug, info, warn or error [CISS_LOG_LEVEL]")
 	_ = fs.Parse(os.Args[1:])
 
@@ -127,6 +137,29 @@ func run() error {
 	host, _ := os.Hostname()
 	cfg.Source = "ciss-worker/" + host
 
+	switch backend {
+	case "local":
+	case "cluster":
+		cluster.Claims, cluster.Logger, cluster.Worker = map[string]string{}, cfg.Logger, cmp.Or(cfg.Name, host)
+		for _, kv := range strings.Split(claims, ",") {
+			if kv = strings.TrimSpace(kv); kv == "" {
+				continue
+			}
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || k == "" || v == "" {
+				return fmt.Errorf("-cluster-claims: %q: want NAME=PVC", kv)
+			}
+			cluster.Claims[k] = v
+		}
+		cb, err := workers.OpenCluster(context.Background(), cluster)
+		if err != nil {
+			return err
+		}
+		defer cb.Close()
+		catalog.Cluster = cb
+	default:
+		return fmt.Errorf("-backend %q: want local or cluster", backend)
+	}
 	tools, err := workers.LoadTools(context.Background(), catalog)
 	if err != nil {
 		return err
