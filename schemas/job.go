@@ -30,7 +30,9 @@ const (
 )
 
 // KnownJobTypes lists the job types the API accepts, in a stable order.
-func KnownJobTypes() []string { return []string{JobTypeImageScan} }
+func KnownJobTypes() []string {
+	return []string{JobTypeImageScan, JobTypeVaultAuthOnboard, JobTypeVaultNamespaceCreate, JobTypeVaultPolicyApply}
+}
 
 // Lane is a priority lane. Each lane has its own subjects, consumers and worker
 // concurrency, so a backlog in one lane never delays work in the other.
@@ -146,6 +148,15 @@ func (r *JobRequest) Validate() error {
 			if reason := checkRegistry(r.Target.Image); reason != "" {
 				bad("target.image", "%s", reason)
 			}
+		}
+	case JobTypeVaultAuthOnboard, JobTypeVaultNamespaceCreate, JobTypeVaultPolicyApply:
+		// Protected actions have no target; their params are checked by the one
+		// parser the gateway's guardrails and the worker's executor share.
+		if r.Target != (Target{}) {
+			bad("target", "must be empty for %s", r.Type)
+		}
+		if _, err := parseVaultAction(r.Type, "", r.Params); err != nil {
+			errs = append(errs, err)
 		}
 	default:
 		bad("type", "unknown job type %q; one of %s", r.Type, strings.Join(KnownJobTypes(), ", "))

@@ -123,6 +123,9 @@ func errorFor(err error) *schemas.Error {
 // tool, stores its reports and fills the cache.
 func (w *Worker) run(ctx context.Context, tool Tool, task schemas.Task) (schemas.TaskResult, error) {
 	var res schemas.TaskResult
+	if schemas.IsVaultAction(task.Type) {
+		return w.runAction(ctx, tool, task)
+	}
 	if task.Target.Image == "" {
 		return res, fmt.Errorf("%w: %w: task has no image", ErrPermanent, ErrInvalidTarget)
 	}

@@ -88,6 +88,8 @@ type Config struct {
 	MaxBodyBytes int64
 	// MaxWait caps the ?wait= long-poll duration; default 60s.
 	MaxWait time.Duration
+	// Guardrails decide protected actions (vault-* job types); nil refuses them.
+	Guardrails Guardrails
 }
 
 // Defaults.

@@ -89,6 +89,11 @@ func (h *Handler) submit(w http.ResponseWriter, r *http.Request) error {
 		UpdatedAt:      now,
 	}
 	jobKey := schemas.JobKey(job.Tenant, job.ID)
+	if schemas.IsVaultAction(job.Type) {
+		if err := h.checkAction(r.Context(), c, &job); err != nil {
+			return err
+		}
+	}
 
 	if key != "" {
 		ctx, cancel := opContext(r)

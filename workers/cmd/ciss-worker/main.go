@@ -36,6 +36,7 @@ func run() error {
 		logLevel, ackWait     string
 		taskTimeout, stopWait string
 		allowed, insecureRegs string
+		vault                 workers.VaultConfig
 	)
 	fs := flag.NewFlagSet("ciss-worker", flag.ExitOnError)
 	fs.StringVar(&cfg.NATSURL, "nats-url", os.Getenv("CISS_NATS_URL"), "NATS server URL(s) [CISS_NATS_URL]")
@@ -59,6 +60,13 @@ func run() error {
 	fs.StringVar(&trivyCache, "trivy-cache-dir", os.Getenv("CISS_TRIVY_CACHE_DIR"), "shortcut for -workspace trivy-db=DIR: the provisioned Trivy DB (db/trivy.db, db/metadata.json) [CISS_TRIVY_CACHE_DIR]")
 	fs.StringVar(&allowed, "allowed-registries", os.Getenv("CISS_WORKER_ALLOWED_REGISTRIES"), "comma-separated registry globs (host[:port]) jobs may scan; empty allows any but link-local addresses [CISS_WORKER_ALLOWED_REGISTRIES]")
 	fs.StringVar(&insecureRegs, "insecure-registries", os.Getenv("CISS_WORKER_INSECURE_REGISTRIES"), "true to allow plain HTTP / unverified TLS to every registry [CISS_WORKER_INSECURE_REGISTRIES]")
+	fs.StringVar(&vault.Addr, "vault-addr", os.Getenv("CISS_VAULT_ADDR"), "Vault address: enables protected actions (vault-* job types) [CISS_VAULT_ADDR]")
+	fs.StringVar(&vault.CACert, "vault-ca-cert", os.Getenv("CISS_VAULT_CACERT"), "PEM bundle verifying Vault's TLS certificate [CISS_VAULT_CACERT]")
+	fs.StringVar(&vault.AppRoleMount, "vault-approle-mount", os.Getenv("CISS_VAULT_APPROLE_MOUNT"), "CISS's AppRole mount (default approle) [CISS_VAULT_APPROLE_MOUNT]")
+	fs.StringVar(&vault.RoleIDFile, "vault-role-id-file", os.Getenv("CISS_VAULT_ROLE_ID_FILE"), "file holding CISS's AppRole role_id [CISS_VAULT_ROLE_ID_FILE]")
+	fs.StringVar(&vault.SecretIDFile, "vault-secret-id-file", os.Getenv("CISS_VAULT_SECRET_ID_FILE"), "file holding CISS's AppRole secret_id [CISS_VAULT_SECRET_ID_FILE]")
+	fs.StringVar(&vault.KVMount, "vault-kv-mount", os.Getenv("CISS_VAULT_KV_MOUNT"), "tenants' KV v2 mount (default secret) [CISS_VAULT_KV_MOUNT]")
+	fs.StringVar(&vault.NamespaceParent, "vault-namespace-parent", os.Getenv("CISS_VAULT_NAMESPACE_PARENT"), "parent of tenants' namespaces, {tenant} replaced (default {tenant}) [CISS_VAULT_NAMESPACE_PARENT]")
 	fs.StringVar(&logLevel, "log-level", envOr("CISS_LOG_LEVEL", "info"), "debug, info, warn or error [CISS_LOG_LEVEL]")
 	_ = fs.Parse(os.Args[1:])
 
@@ -115,13 +123,26 @@ func run() error {
 		return err
 	}
 	cfg.Tools = tools
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if vault.Addr != "" {
+		aud, err := workers.NewAuditor(cfg)
+		if err != nil {
+			return err
+		}
+		defer aud.Close()
+		vault.Audit, vault.Logger = aud.Audit, cfg.Logger
+		vt, err := workers.NewVaultTool(ctx, vault)
+		if err != nil {
+			return err
+		}
+		cfg.Tools = append(cfg.Tools, vt)
+	}
 
 	w, err := workers.New(cfg)
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if err := w.Start(ctx); err != nil {
 		return err
 	}
