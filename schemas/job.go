@@ -62,6 +62,9 @@ const (
 	StatusSucceeded Status = "succeeded"
 	StatusFailed    Status = "failed"
 	StatusCancelled Status = "cancelled"
+	// StatusPendingApproval is a protected action waiting for an approver; it is
+	// not dispatched until approved (POST /v1/jobs/{id}/approve).
+	StatusPendingApproval Status = "pending-approval"
 )
 
 // Terminal reports whether no further transition can happen from s.
@@ -72,7 +75,7 @@ func (s Status) Terminal() bool {
 // Valid reports whether s is a known status.
 func (s Status) Valid() bool {
 	switch s {
-	case StatusQueued, StatusRunning, StatusSucceeded, StatusFailed, StatusCancelled:
+	case StatusQueued, StatusRunning, StatusSucceeded, StatusFailed, StatusCancelled, StatusPendingApproval:
 		return true
 	}
 	return false
@@ -229,6 +232,8 @@ type Job struct {
 	Status Status `json:"status"`
 	// RequestedBy is the identity (SPIFFE ID or certificate subject) that submitted it.
 	RequestedBy string `json:"requested_by"`
+	// ApprovedBy is the identity that approved a protected action that needed it.
+	ApprovedBy string `json:"approved_by,omitempty"`
 	// IdempotencyKey is the client's Idempotency-Key header, if any.
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
 	// RequestDigest is the sha256 of the normalised request, to tell a replay from

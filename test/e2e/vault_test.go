@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"ciss.dev/schemas"
+	"ciss.dev/test/fixture"
 	"ciss.dev/test/stack"
 	"ciss.dev/test/vaultdev"
 )
@@ -34,6 +35,21 @@ rules:
     max_token_max_ttl: 4h
     max_secret_id_ttl: 24h
     allowed_cidrs: ["127.0.0.0/8"]
+  - name: acme-policies-approved
+    tenants: [acme]
+    roles: [submitter]
+    actions: [vault-policy-apply]
+    names: ["team-*"]
+    capabilities: [read, list, create, update]
+    require_approval: true
+`
+
+// vaultPolicy adds an approver for acme to the e2e identities.
+const vaultPolicy = e2ePolicy + `  - name: acme-approver
+    match:
+      spiffe_id: "spiffe://ciss.dev/tenant/acme/approver"
+    tenant: acme
+    roles: [approver]
 `
 
 // vaultAPI is a minimal Vault HTTP client for the test's own set-up and checks:
@@ -100,7 +116,7 @@ func TestVaultAppRoleOnboarding(t *testing.T) {
 	secretIDFile := writeFile(t, dir, "secret-id", []byte(secretID))
 	guardrails := writeFile(t, dir, "guardrails.yaml", []byte(e2eGuardrails))
 
-	e := newEnvConfig(t, stack.Config{Args: map[string][]string{
+	e := newEnvConfig(t, stack.Config{Policy: vaultPolicy, Args: map[string][]string{
 		stack.Gateway: {"-guardrails", guardrails},
 		stack.Worker:  {"-vault-addr", srv.Addr, "-vault-role-id-file", roleIDFile, "-vault-secret-id-file", secretIDFile},
 	}})
@@ -207,25 +223,48 @@ func TestVaultAppRoleOnboarding(t *testing.T) {
 		require.NotContains(t, string(vaultAudit), name, "a refused request reached Vault")
 	}
 
-	// 6. Audit: decisions with the certificate identity, Vault calls, results.
+	// 6. A rule requiring approval: the job waits, its requester cannot approve
+	// it, an approver can; only then does Vault change.
+	pj := e.acme.submit(schemas.JobRequest{Type: schemas.JobTypeVaultPolicyApply,
+		Params: map[string]string{"name": "team-writers", "paths": "shared/*", "capabilities": "read,create,update"}}, nil)
+	require.Equal(t, schemas.StatusPendingApproval, pj.Status)
+	code, _ := v.do("GET", "sys/policies/acl/ciss.acme.team-writers", root, nil)
+	require.Equal(t, http.StatusNotFound, code, "a job pending approval reached Vault")
+	resp, b = e.acme.do(http.MethodPost, "/v1/jobs/"+pj.ID+"/approve", nil, nil)
+	require.Equal(t, http.StatusForbidden, resp.StatusCode, "%s", b) // submitter role, and self-approval
+	approver := e.newClient(fixture.ClientOpts{CommonName: "acme-approver", SPIFFEID: "spiffe://ciss.dev/tenant/acme/approver"})
+	resp, b = approver.do(http.MethodPost, "/v1/jobs/"+pj.ID+"/approve", nil, nil)
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", b)
+	pj = e.acme.waitDone(pj.ID)
+	require.Equal(t, schemas.StatusSucceeded, pj.Status, "%+v", pj.Error)
+	require.Equal(t, "spiffe://ciss.dev/tenant/acme/approver", pj.ApprovedBy)
+	v.must("GET", "sys/policies/acl/ciss.acme.team-writers", root, nil)
+	resp, b = approver.do(http.MethodPost, "/v1/jobs/"+pj.ID+"/approve", nil, nil)
+	require.Equal(t, http.StatusConflict, resp.StatusCode, "%s", b)
+
+	// 7. Audit: decisions with the certificate identity, Vault calls, results.
 	recs := actionAudit(t, e)
 	seen := map[string]int{}
 	identities := map[string]bool{}
 	for _, r := range recs {
 		seen[r.Stage+"."+r.Verdict]++
 		identities[r.Identity] = true
-		if r.Stage != schemas.AuditStageDecision || r.Verdict == "allowed" {
+		if r.Verdict == "approved" {
+			require.Equal(t, "spiffe://ciss.dev/tenant/acme/approver", r.Identity, "%+v", r)
+		} else if r.Stage != schemas.AuditStageDecision || r.Verdict == "allowed" {
 			require.Equal(t, "spiffe://ciss.dev/tenant/acme/ci", r.Identity, "%+v", r)
 		}
 	}
 	require.True(t, identities["spiffe://ciss.dev/tenant/acme/auditor"], "the reader's refusal is not audited: %v", identities)
 	require.Equal(t, 3, seen["decision.allowed"], "%v", seen) // dry run, real run, no-op run
+	require.Equal(t, 1, seen["decision.pending-approval"], "%v", seen)
+	require.Equal(t, 1, seen["decision.approved"], "%v", seen)
 	require.GreaterOrEqual(t, seen["decision.denied"], 5, "%v", seen)
-	require.Equal(t, 3, seen["call.ok"], "%v", seen)
+	require.Equal(t, 4, seen["call.ok"], "%v", seen) // 3 onboarding calls, 1 policy
 	require.Equal(t, 1, seen["result.dry-run"], "%v", seen)
-	require.Equal(t, 2, seen["result.ok"], "%v", seen)
+	require.Equal(t, 3, seen["result.ok"], "%v", seen)
 
-	// 7. No Vault token or AppRole secret anywhere CISS writes.
+	// 8. No Vault token or AppRole secret anywhere CISS writes.
 	auditJSON, err := json.Marshal(recs)
 	require.NoError(t, err)
 	dryJSON, _ := json.Marshal(dry)

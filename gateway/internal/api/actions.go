@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"time"
 
 	"ciss.dev/gateway/internal/guardrail"
@@ -32,13 +34,11 @@ var (
 var ErrNoGuardrails = &guardrail.Denied{Rule: guardrail.DefaultDeny,
 	Reason: "protected actions are not enabled on this gateway (no guardrail file)"}
 
-// errApprovalUnsupported refuses actions whose rule requires approval.
-var errApprovalUnsupported = errors.New("approval is required by the guardrails but not available")
-
 // checkAction evaluates a protected action against the guardrails and records
 // the decision, with the caller's certificate identity, in the audit stream
-// before answering. Nothing reaches Vault unless it returns nil.
-func (h *Handler) checkAction(ctx context.Context, c *call, job *schemas.Job) error {
+// before answering. Nothing reaches Vault unless it returns nil; pending says
+// the allowing rule requires approval first.
+func (h *Handler) checkAction(ctx context.Context, c *call, job *schemas.Job) (pending bool, _ error) {
 	rec := schemas.ActionAudit{Time: time.Now().UTC(), Stage: schemas.AuditStageDecision, JobID: job.ID,
 		Tenant: job.Tenant, Type: job.Type, Identity: c.id.String(), Params: job.Params}
 	a, err := schemas.ParseVaultAction(job.Type, job.Tenant, job.Params)
@@ -46,7 +46,7 @@ func (h *Handler) checkAction(ctx context.Context, c *call, job *schemas.Job) er
 	switch {
 	case err != nil:
 		// Validate already parsed the params; only the tenant can fail here.
-		return &ValidationError{Fields: fieldErrors(err)}
+		return false, &ValidationError{Fields: fieldErrors(err)}
 	case h.cfg.Guardrails == nil:
 		err = ErrNoGuardrails
 	default:
@@ -55,34 +55,105 @@ func (h *Handler) checkAction(ctx context.Context, c *call, job *schemas.Job) er
 			roles[i] = string(r)
 		}
 		decision, err = h.cfg.Guardrails.Evaluate(a, roles)
-		if err == nil && decision.RequireApproval {
-			err = &guardrail.Denied{Rule: decision.Rule, Field: "require_approval", Reason: errApprovalUnsupported.Error()}
-		}
 	}
 	var den *guardrail.Denied
 	switch {
+	case err == nil && decision.RequireApproval:
+		rec.Verdict, rec.Rule = "pending-approval", decision.Rule
 	case err == nil:
 		rec.Verdict, rec.Rule = "allowed", decision.Rule
 	case errors.As(err, &den):
 		rec.Verdict, rec.Rule, rec.Reason = "denied", den.Rule, den.Error()
 	default:
-		return err
+		return false, err
 	}
-	aud, ok := h.cfg.Store.(ActionAuditor)
-	if !ok {
-		return errors.Join(err, errors.New("store cannot audit protected actions"))
-	}
-	b, merr := json.Marshal(rec)
-	if merr != nil {
-		return merr
-	}
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
-	defer cancel()
-	if aerr := aud.AuditAction(actx, schemas.SubjectAuditAction(rec.Stage, rec.Verdict), b); aerr != nil {
+	if aerr := h.audit(ctx, rec); aerr != nil {
 		// Unaudited means undecided: the caller retries.
-		return aerr
+		return false, aerr
 	}
 	h.cfg.Logger.Info("protected action decision", "job", job.ID, "tenant", job.Tenant, "type", job.Type,
 		"identity", rec.Identity, "verdict", rec.Verdict, "rule", rec.Rule)
-	return err
+	return err == nil && decision.RequireApproval, err
+}
+
+// audit stores a protected-action record and waits for the acknowledgement.
+func (h *Handler) audit(ctx context.Context, rec schemas.ActionAudit) error {
+	aud, ok := h.cfg.Store.(ActionAuditor)
+	if !ok {
+		return errors.New("store cannot audit protected actions")
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+	defer cancel()
+	return aud.AuditAction(actx, schemas.SubjectAuditAction(rec.Stage, rec.Verdict), b)
+}
+
+// publishRequested stores the job requested event that the dispatcher acts on.
+func (h *Handler) publishRequested(r *http.Request, job schemas.Job) error {
+	ev, err := schemas.Marshal(schemas.TypeJobRequested, h.cfg.Source, job.ID, job)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := opContext(r)
+	defer cancel()
+	return h.cfg.Store.Publish(ctx, schemas.SubjectJobRequested(job.Lane), job.ID, ev)
+}
+
+// ErrSelfApproval refuses a requester approving their own protected action.
+var ErrSelfApproval = errors.New("the requester of a protected action cannot approve it")
+
+// approve moves a protected action from pending-approval to queued, recording the
+// approver, and dispatches it. Approving a job that is queued, approved and not
+// yet dispatched publishes it again (the event is deduplicated by job id), so a
+// failed publish is retried by approving again.
+func (h *Handler) approve(w http.ResponseWriter, r *http.Request) error {
+	c := callOf(r.Context())
+	key, err := jobKeyFromPath(r)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := opContext(r)
+	defer cancel()
+	var job schemas.Job
+	for attempt := 0; ; attempt++ {
+		if attempt == maxCASAttempts {
+			return ErrConcurrentUpdate
+		}
+		e, err := h.cfg.Store.Get(ctx, key)
+		if err != nil {
+			return err
+		}
+		job = e.Job
+		if job.RequestedBy == c.id.String() {
+			return ErrSelfApproval
+		}
+		if job.Status == schemas.StatusQueued && job.ApprovedBy != "" && job.Tool == "" {
+			break // approved, perhaps not dispatched: publish again
+		}
+		if job.Status != schemas.StatusPendingApproval {
+			return &JobStateError{Job: job, Slug: "not-pending-approval", Msg: fmt.Sprintf("job is %s, not waiting for approval", job.Status)}
+		}
+		job.Status, job.ApprovedBy, job.UpdatedAt = schemas.StatusQueued, c.id.String(), time.Now().UTC()
+		_, err = h.cfg.Store.Update(ctx, key, &job, e.Revision)
+		if errors.Is(err, jobstore.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		break
+	}
+	if err := h.audit(ctx, schemas.ActionAudit{Time: time.Now().UTC(), Stage: schemas.AuditStageDecision, Verdict: "approved",
+		JobID: job.ID, Tenant: job.Tenant, Type: job.Type, Identity: c.id.String(), Params: job.Params,
+		Reason: "approved for " + job.RequestedBy}); err != nil {
+		return err
+	}
+	if err := h.publishRequested(r, job); err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/v1/jobs/"+job.ID)
+	return writeJSON(w, http.StatusAccepted, job)
 }

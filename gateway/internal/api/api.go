@@ -126,6 +126,7 @@ func routeTable() []route {
 		{"GET /v1/jobs", policy.ActionRead, (*Handler).list},
 		{"GET /v1/jobs/{id}", policy.ActionRead, (*Handler).get},
 		{"DELETE /v1/jobs/{id}", policy.ActionSubmit, (*Handler).cancel},
+		{"POST /v1/jobs/{id}/approve", policy.ActionApprove, (*Handler).approve},
 		{"GET /v1/jobs/{id}/result", policy.ActionRead, (*Handler).result},
 		{"GET /v1/audit/webhooks", policy.ActionAudit, (*Handler).auditWebhooks},
 	}

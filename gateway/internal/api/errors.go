@@ -147,6 +147,8 @@ func toProblem(err error) problem.Problem {
 		return problem.New(http.StatusForbidden, "forbidden", "Forbidden", err.Error())
 	case errors.As(err, &fe):
 		return problem.New(http.StatusForbidden, "forbidden", "Forbidden", fe.Error())
+	case errors.Is(err, ErrSelfApproval):
+		return problem.New(http.StatusForbidden, "self-approval", "Forbidden", err.Error())
 	case errors.As(err, &gd):
 		p := problem.New(http.StatusForbidden, "guardrail-denied", "Refused by the guardrails", gd.Error())
 		field := "guardrail." + gd.Rule
