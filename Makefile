@@ -27,7 +27,7 @@ vault: ## the pinned Vault server (protected-action tests), built once into $(CI
 	@deploy/tools/install-vault.sh
 
 run: build ## the whole stack on loopback, in the foreground; Ctrl-C stops it
-	@trivy=$$(deploy/tools/install-trivy.sh) && $(BIN)/ciss-dev -trivy "$$trivy"
+	@trivy=$$(deploy/tools/install-trivy.sh) && vault=$$(deploy/tools/install-vault.sh) && $(BIN)/ciss-dev -trivy "$$trivy" -vault "$$vault"
 
 test: verify unit e2e ## everything CI runs
 
