@@ -55,3 +55,33 @@ func TestNoBinary(t *testing.T) {
 		t.Fatalf("got %v, want ErrNoBinary", err)
 	}
 }
+
+// TestSetupCISS: the AppRole it creates logs in and gets the given policy.
+func TestSetupCISS(t *testing.T) {
+	s := vaultdev.New(t)
+	ctx := context.Background()
+	roleID, secretID, err := s.SetupCISS(ctx, `path "auth/ciss/*" { capabilities = ["read"] }`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(s.Addr+"/v1/auth/approle/login", "application/json",
+		strings.NewReader(`{"role_id":"`+roleID+`","secret_id":"`+secretID+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Auth struct {
+			Policies []string `json:"token_policies"`
+		} `json:"auth"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	if len(body.Auth.Policies) != 2 || body.Auth.Policies[1] != "ciss" {
+		t.Fatalf("login policies %v, want [default ciss]", body.Auth.Policies)
+	}
+	if _, err := s.Call(ctx, "GET", "sys/policies/acl/nope", nil); err == nil || !strings.Contains(err.Error(), "HTTP 404") {
+		t.Fatalf("Call of a missing path: %v", err)
+	}
+}
