@@ -29,7 +29,11 @@ func (e *Executor) NamespacesSupported(ctx context.Context) (bool, error) {
 	if h.Enterprise {
 		return true, nil
 	}
-	_, err = e.cfg.Client.Logical().ListWithContext(ctx, "sys/namespaces")
+	// A raw request: the client's List hides a 404 and its errors.
+	resp, err := e.cfg.Client.RawRequestWithContext(ctx, e.cfg.Client.NewRequest("LIST", "/v1/sys/namespaces"))
+	if resp != nil {
+		resp.Body.Close()
+	}
 	var re *api.ResponseError
 	switch {
 	case err == nil:
