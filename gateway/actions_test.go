@@ -95,11 +95,19 @@ func TestGuardrailsAtSubmit(t *testing.T) {
 	} {
 		acme.do(http.MethodPost, "/v1/jobs", body).problem(t, http.StatusUnprocessableEntity, "invalid-request")
 	}
+	// A replayed request (same Idempotency-Key) is the same job, queued once.
+	k1 := acme.submit(onboardOK, "Idempotency-Key", "onboard-1")
+	k2 := acme.submit(onboardOK, "Idempotency-Key", "onboard-1")
+	require.Equal(t, k1.ID, k2.ID)
+	require.Equal(t, before+2, e.js.streamMsgs(t))
 	// A reader has no rule.
 	e.client(e.acmeReader()).do(http.MethodPost, "/v1/jobs", onboardOK).problem(t, http.StatusForbidden, "forbidden")
 
 	recs := auditRecords(t, e)
-	require.Len(t, recs, 5)
+	require.Len(t, recs, 7) // allowed, 4 denied, the replayed pair (allowed); the reader never reaches the guardrails
+	require.Equal(t, "allowed", recs[5].Verdict)
+	require.Equal(t, "allowed", recs[6].Verdict)
+	recs = recs[:5]
 	require.Equal(t, "allowed", recs[0].Verdict)
 	require.Equal(t, acmeSPIFFE, recs[0].Identity)
 	require.Equal(t, j.ID, recs[0].JobID)
