@@ -13,7 +13,7 @@
 //	      # o: "Acme"                  # any subject organization
 //	      # ou: "build"                # any subject organizational unit
 //	    tenant: acme                   # schemas.ValidToken: [a-z][a-z0-9-]{0,62}
-//	    roles: [submitter, reader]     # submitter, reader, admin
+//	    roles: [submitter, reader]     # submitter, reader, approver, admin
 //
 // Patterns use path.Match syntax: "*" matches any run of characters except "/",
 // "?" one character, "[...]" a class, "\\" escapes. So
@@ -23,7 +23,8 @@
 // rejected because it would match everyone.
 //
 // Roles: submitter may submit and cancel jobs (POST, DELETE); reader may read
-// jobs and results (GET); admin may do both.
+// jobs and results (GET); approver may read and approve protected actions
+// waiting for approval (never its own); admin may do all of it.
 package policy
 
 import (
