@@ -261,7 +261,9 @@ func authConfig(a *schemas.VaultAction) map[string]any {
 		}
 		return c
 	case schemas.AuthKubernetes:
-		c := map[string]any{"kubernetes_host": a.KubernetesHost}
+		// Never Vault's own pod service account (its CA and token reviewer JWT):
+		// the tenant's cluster is named explicitly.
+		c := map[string]any{"kubernetes_host": a.KubernetesHost, "disable_local_ca_jwt": true}
 		if a.KubernetesCACert != "" {
 			c["kubernetes_ca_cert"] = a.KubernetesCACert
 		}

@@ -20,7 +20,8 @@ const (
 
 // NamespacesSupported reports whether the server has namespaces: Vault
 // Enterprise says so in sys/health; OpenBao does not, but answers on
-// sys/namespaces, where Vault Community Edition answers "unsupported path".
+// sys/namespaces, where Vault Community Edition answers 404 "enterprise-only
+// feature" (older servers: "unsupported path").
 func (e *Executor) NamespacesSupported(ctx context.Context) (bool, error) {
 	h, err := e.cfg.Client.Sys().HealthWithContext(ctx)
 	if err != nil {
@@ -39,7 +40,8 @@ func (e *Executor) NamespacesSupported(ctx context.Context) (bool, error) {
 	case err == nil:
 		return true, nil
 	case errors.As(err, &re) && re.StatusCode == http.StatusNotFound &&
-		strings.Contains(strings.Join(re.Errors, " "), "unsupported path"):
+		(strings.Contains(strings.Join(re.Errors, " "), "enterprise-only feature") ||
+			strings.Contains(strings.Join(re.Errors, " "), "unsupported path")):
 		return false, nil
 	case errors.As(err, &re) && re.StatusCode == http.StatusNotFound:
 		return true, nil // a namespace-aware server with no namespaces yet
