@@ -260,7 +260,7 @@ func TestVaultAppRoleOnboarding(t *testing.T) {
 	require.Equal(t, 1, seen["decision.pending-approval"], "%v", seen)
 	require.Equal(t, 1, seen["decision.approved"], "%v", seen)
 	require.Equal(t, 4, seen["decision.denied"], "%v", seen) // 3 out of bounds, globex; 422s and the reader never reach the guardrails
-	require.Equal(t, 4, seen["call.ok"], "%v", seen) // 3 onboarding calls, 1 policy
+	require.Equal(t, 4, seen["call.ok"], "%v", seen)         // 3 onboarding calls, 1 policy
 	require.Equal(t, 1, seen["result.dry-run"], "%v", seen)
 	require.Equal(t, 3, seen["result.ok"], "%v", seen)
 
