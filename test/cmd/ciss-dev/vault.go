@@ -78,9 +78,11 @@ func printVault(w *os.File, cfg stack.Config, s *stack.Stack, v *vaultdev.Server
 	fmt.Fprintf(w, `Protected actions: a dev Vault at %s (root token in %s; guardrails %s).
 
   # 7. plan an AppRole onboarding for tenant dev (drop "dry_run" to apply it)
-  ID=$(curl -sS %s -H 'Content-Type: application/json' -d '%s' %s/v1/jobs | sed 's/.*"id":"\([^"]*\)".*/\1/')
+  ID=$(curl -sS -o /dev/null -D - %s -H 'Content-Type: application/json' -d '%s' \
+    %s/v1/jobs | sed -n 's|^[Ll]ocation: /v1/jobs/\([^[:space:]]*\).*|\1|p'); echo "job $ID"
+  curl -sS %s "%s/v1/jobs/$ID?wait=30s" >/dev/null
   curl -sS %s -H 'Accept: application/json' "%s/v1/jobs/$ID/result"
 
 `, v.Addr, filepath.Join(cfg.Dir, "vault", "root-token"), filepath.Join(cfg.Dir, "guardrails.yaml"),
-		tls, strings.ReplaceAll(body, "'", `'\''`), s.APIURL, tls, s.APIURL)
+		tls, strings.ReplaceAll(body, "'", `'\''`), s.APIURL, tls, s.APIURL, tls, s.APIURL)
 }
