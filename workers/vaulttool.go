@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -52,14 +53,18 @@ type VaultConfig struct {
 // checked the guardrails; the tool parses the parameters again with the same
 // parser and refuses anything outside the tenant's paths.
 type VaultTool struct {
-	cfg    VaultConfig
-	client *api.Client
-	log    *slog.Logger
+	cfg      VaultConfig
+	client   *api.Client
+	log      *slog.Logger
+	loggedIn atomic.Bool
 }
 
 var _ Tool = (*VaultTool)(nil)
 
-// NewVaultTool logs in to Vault and keeps the token renewed until ctx ends.
+// NewVaultTool logs in to Vault and keeps the token renewed until ctx ends. An
+// unreachable Vault does not stop the worker (its other tools keep working): the
+// login is retried in the background and protected actions are retried until
+// it succeeds. Unreadable credential files are a configuration error.
 func NewVaultTool(ctx context.Context, cfg VaultConfig) (*VaultTool, error) {
 	if cfg.Addr == "" || cfg.RoleIDFile == "" || cfg.SecretIDFile == "" {
 		return nil, errors.New("vault tool: Addr, RoleIDFile and SecretIDFile are required")
@@ -92,17 +97,36 @@ func NewVaultTool(ctx context.Context, cfg VaultConfig) (*VaultTool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vault tool: secret id: %w", err)
 	}
-	s, err := vaultaction.Login(ctx, c, vaultaction.AppRole{Mount: cfg.AppRoleMount, RoleID: roleID, SecretID: secretID}, log)
-	if err != nil {
-		return nil, fmt.Errorf("vault tool: %w", err)
-	}
-	go func() {
-		if err := s.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-			log.Warn("vault session ended", "err", err)
-		}
-	}()
-	return &VaultTool{cfg: cfg, client: c, log: log}, nil
+	t := &VaultTool{cfg: cfg, client: c, log: log}
+	role := vaultaction.AppRole{Mount: cfg.AppRoleMount, RoleID: roleID, SecretID: secretID}
+	go t.session(ctx, role)
+	return t, nil
 }
+
+// session logs in (retrying with backoff) and then keeps the token alive.
+func (t *VaultTool) session(ctx context.Context, role vaultaction.AppRole) {
+	backoff := time.Second
+	for {
+		s, err := vaultaction.Login(ctx, t.client, role, t.log)
+		if err == nil {
+			t.loggedIn.Store(true)
+			if err := s.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				t.log.Warn("vault session ended", "err", err)
+			}
+			return
+		}
+		t.log.Warn("vault login failed; retrying", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Minute)
+	}
+}
+
+// errNotLoggedIn makes a task wait (retry) until the first login succeeded.
+var errNotLoggedIn = errors.New("vault tool: not logged in to Vault yet")
 
 // Name implements Tool.
 func (t *VaultTool) Name() string { return VaultToolName }
@@ -122,6 +146,9 @@ func (t *VaultTool) Version(ctx context.Context) (ToolVersion, error) {
 // requester's identity.
 func (t *VaultTool) Run(ctx context.Context, in Input, dir string) (Output, error) {
 	task := in.Task
+	if !t.loggedIn.Load() {
+		return Output{}, errNotLoggedIn
+	}
 	rec := schemas.ActionAudit{JobID: task.JobID, Tenant: task.Tenant, Type: task.Type, Identity: task.RequestedBy}
 	audit := func(ctx context.Context, r schemas.ActionAudit) error {
 		r.Time = time.Now().UTC()
