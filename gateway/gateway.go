@@ -94,6 +94,12 @@ type Config struct {
 	// Source is the CloudEvents source of published events; default "ciss-gateway".
 	Source string
 
+	// PublicKeyFiles are PEM files of the workers' signing public keys,
+	// published at GET /v1/keys; AllowedSignersFile is the ssh allowed-signers
+	// file for signed git tags, published there too. Both optional.
+	PublicKeyFiles     []string
+	AllowedSignersFile string
+
 	// WebhookConfigFile is the webhook secret configuration (YAML; see
 	// deploy/webhooks.example.yaml). Empty disables the webhook receivers.
 	WebhookConfigFile string
@@ -294,6 +300,9 @@ func (g *Gateway) Start(ctx context.Context) (err error) {
 		MaxBodyBytes: g.cfg.MaxBodyBytes,
 		MaxWait:      g.cfg.MaxWait,
 		Guardrails:   g.guardrailsOrNil(),
+
+		PublicKeyFiles:     g.cfg.PublicKeyFiles,
+		AllowedSignersFile: g.cfg.AllowedSignersFile,
 	})
 	if err != nil { // Cannot happen: Store and Authorizer are set.
 		g.store.Close()

@@ -27,11 +27,13 @@ import (
 const (
 	// JobTypeImageScan scans a container image for known vulnerabilities.
 	JobTypeImageScan = "image-scan"
+	// JobTypeSBOM produces a CycloneDX (1.5+) SBOM of a container image.
+	JobTypeSBOM = "sbom"
 )
 
 // KnownJobTypes lists the job types the API accepts, in a stable order.
 func KnownJobTypes() []string {
-	return []string{JobTypeImageScan, JobTypeVaultAuthOnboard, JobTypeVaultNamespaceCreate, JobTypeVaultPolicyApply}
+	return []string{JobTypeImageScan, JobTypeSBOM, JobTypeVaultAuthOnboard, JobTypeVaultNamespaceCreate, JobTypeVaultPolicyApply}
 }
 
 // Lane is a priority lane. Each lane has its own subjects, consumers and worker
@@ -139,7 +141,7 @@ func (r *JobRequest) Validate() error {
 	switch r.Type {
 	case "":
 		bad("type", "is required; one of %s", strings.Join(KnownJobTypes(), ", "))
-	case JobTypeImageScan:
+	case JobTypeImageScan, JobTypeSBOM:
 		switch {
 		case r.Target.Image == "":
 			bad("target.image", "is required for %s", r.Type)
@@ -278,6 +280,9 @@ type TaskRef struct {
 	Tool   string   `json:"tool"`
 	Role   TaskRole `json:"role"`
 	Status Status   `json:"status"`
+	// Trial names the tool trial the task belongs to: a shadow's comparison,
+	// or the canary the primary task was routed by.
+	Trial string `json:"trial,omitempty"`
 }
 
 // Error is a machine-readable failure reason.
@@ -313,6 +318,17 @@ type Result struct {
 	Reports []Report `json:"reports"`
 	// DBVersion identifies the vulnerability database the tool used.
 	DBVersion string `json:"db_version,omitempty"`
+	// Findings is the stored FindingSet: the findings in the common model,
+	// for trials and variance tracking.
+	Findings *Report `json:"findings,omitempty"`
+	// Policy is the tenant policy's verdict, when the worker applies one.
+	Policy *PolicyDecision `json:"policy,omitempty"`
+	// ImageSignature is where the image's cosign signature and attestations
+	// were written; set only when the image passed the policy and was signed.
+	ImageSignature *ImageSignature `json:"image_signature,omitempty"`
+	// Signature is the worker's DSSE envelope over an in-toto statement of
+	// this result (ResultStatement); verify it with VerifyTaskResult.
+	Signature *Envelope `json:"signature,omitempty"`
 }
 
 // Summary counts findings by severity.

@@ -43,7 +43,9 @@ func (w *Worker) handle(ctx context.Context, tool Tool, msg jetstream.Msg) {
 	}
 	log := w.log.With("task", task.ID, "tenant", task.Tenant, "attempt", attempt)
 
-	if st, err := w.jobStatus(ctx, task); err == nil && st.Terminal() {
+	// A shadow runs after its job finished (the primary is usually faster);
+	// only a cancelled job stops it.
+	if st, err := w.jobStatus(ctx, task); err == nil && st.Terminal() && (task.Role != schemas.RoleShadow || st == schemas.StatusCancelled) {
 		log.Info("job already finished; task skipped", "status", st)
 		_ = msg.Ack()
 		return
@@ -67,6 +69,9 @@ func (w *Worker) handle(ctx context.Context, tool Tool, msg jetstream.Msg) {
 	res, runErr := w.run(taskCtx, tool, task)
 	res.TaskID, res.JobID, res.Tenant, res.Tool, res.Role = task.ID, task.JobID, task.Tenant, task.Tool, task.Role
 	res.Worker, res.Attempt, res.StartedAt, res.EndedAt = w.cfg.Name, attempt, started, time.Now().UTC()
+	if runErr == nil {
+		runErr = w.signResult(taskCtx, &res)
+	}
 	cause := context.Cause(taskCtx)
 	switch {
 	case runErr == nil:
@@ -122,21 +127,32 @@ func errorFor(err error) *schemas.Error {
 // run resolves the target, answers from the cache when allowed, else runs the
 // tool, stores its reports and fills the cache.
 func (w *Worker) run(ctx context.Context, tool Tool, task schemas.Task) (schemas.TaskResult, error) {
-	var res schemas.TaskResult
 	if schemas.IsVaultAction(task.Type) {
 		return w.runAction(ctx, tool, task)
 	}
+	started := time.Now()
+	res, pinned, ver, err := w.runTool(ctx, tool, task)
+	if err != nil || res.Result == nil {
+		return res, err
+	}
+	return res, w.vouch(ctx, task, pinned, ver, res.Result, started)
+}
+
+// runTool resolves the target, answers from the cache when allowed, else runs
+// the tool, stores its reports and fills the cache. It returns the pinned
+// image reference and the tool version too.
+func (w *Worker) runTool(ctx context.Context, tool Tool, task schemas.Task) (res schemas.TaskResult, pinned string, ver ToolVersion, err error) {
 	if task.Target.Image == "" {
-		return res, fmt.Errorf("%w: %w: task has no image", ErrPermanent, ErrInvalidTarget)
+		return res, "", ver, fmt.Errorf("%w: %w: task has no image", ErrPermanent, ErrInvalidTarget)
 	}
 	digest, err := w.cfg.Resolver.Resolve(ctx, task.Target.Image)
 	if err != nil {
-		return res, err
+		return res, pinned, ver, err
 	}
-	pinned := PinDigest(task.Target.Image, digest)
-	ver, err := tool.Version(ctx)
+	pinned = PinDigest(task.Target.Image, digest)
+	ver, err = tool.Version(ctx)
 	if err != nil {
-		return res, fmt.Errorf("tool version: %w", err)
+		return res, pinned, ver, fmt.Errorf("tool version: %w", err)
 	}
 	res.ToolVersion = ver.Tool
 	key := CacheKey(tool.Name(), ver, digest, task.Params)
@@ -144,12 +160,12 @@ func (w *Worker) run(ctx context.Context, tool Tool, task schemas.Task) (schemas
 		if r, ok := w.cached(ctx, key); ok {
 			res.Result, res.CacheHit = r, true
 			w.met.cacheHits.Add(1)
-			return res, nil
+			return res, pinned, ver, nil
 		}
 	}
 	dir, err := os.MkdirTemp(w.cfg.WorkDir, "ciss-task-")
 	if err != nil {
-		return res, fmt.Errorf("work dir: %w", err)
+		return res, pinned, ver, fmt.Errorf("work dir: %w", err)
 	}
 	defer os.RemoveAll(dir)
 	timeout := time.Duration(task.Timeout)
@@ -158,15 +174,22 @@ func (w *Worker) run(ctx context.Context, tool Tool, task schemas.Task) (schemas
 	}
 	out, err := tool.Run(ctx, Input{Task: task, Image: pinned, ImageDigest: digest, Timeout: timeout}, dir)
 	if err != nil {
-		return res, err
+		return res, pinned, ver, err
 	}
 	result := &schemas.Result{ImageDigest: digest, Summary: out.Summary, DBVersion: ver.Data}
 	for _, f := range out.Reports {
 		rep, err := w.storeReport(ctx, f)
 		if err != nil {
-			return res, err
+			return res, pinned, ver, err
 		}
 		result.Reports = append(result.Reports, rep)
+	}
+	if out.FindingsSource != "" {
+		rep, err := w.storeFindings(ctx, tool.Name(), out)
+		if err != nil {
+			return res, pinned, ver, err
+		}
+		result.Findings = &rep
 	}
 	res.Result = result
 	if b, err := json.Marshal(result); err == nil {
@@ -174,7 +197,7 @@ func (w *Worker) run(ctx context.Context, tool Tool, task schemas.Task) (schemas
 			w.log.Warn("result cache write failed", "err", err)
 		}
 	}
-	return res, nil
+	return res, pinned, ver, nil
 }
 
 // storeReport puts a report into the object store under its content digest, so
@@ -330,4 +353,24 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jetstr
 	}
 	w.log.Error("task dead-lettered", "seq", dl.Sequence, "reason", dl.Reason)
 	_ = msg.TermWithReason("undecodable")
+}
+
+// storeFindings stores a tool's findings as a FindingSet document, content
+// addressed like the reports.
+func (w *Worker) storeFindings(ctx context.Context, tool string, out Output) (schemas.Report, error) {
+	fs := out.Findings
+	if fs == nil {
+		fs = []schemas.Finding{}
+	}
+	b, err := json.Marshal(schemas.FindingSet{Tool: tool, Source: out.FindingsSource, Findings: fs})
+	if err != nil {
+		return schemas.Report{}, fmt.Errorf("encode findings: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	hexsum := hex.EncodeToString(sum[:])
+	name := "sha256/" + hexsum
+	if _, err := w.reports.PutBytes(ctx, name, b); err != nil {
+		return schemas.Report{}, fmt.Errorf("store findings: %w", err)
+	}
+	return schemas.Report{Format: schemas.FormatFindings, MediaType: schemas.MediaTypeFindings, Object: name, Digest: "sha256:" + hexsum, Size: int64(len(b))}, nil
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"ciss.dev/schemas"
 	"ciss.dev/workers/internal/runner"
 	"ciss.dev/workers/internal/summary"
 	"ciss.dev/workers/internal/tekton"
@@ -160,7 +161,7 @@ func (t *TaskTool) Run(ctx context.Context, in Input, dir string) (Output, error
 	}
 	_, err := t.backend.RunTask(ctx, tekton.Run{
 		Task: t.cat.Tasks[t.m.Task], Name: in.Task.ID, Params: params,
-		Workspaces: t.workspaces(out), Timeout: in.Timeout, Dir: scratch,
+		Workspaces: t.workspaces(out), Timeout: in.Timeout, Dir: scratch, Nice: shadowNice(in.Task),
 	})
 	if err != nil {
 		return Output{}, classifyRun(err)
@@ -177,6 +178,12 @@ func (t *TaskTool) Run(ctx context.Context, in Input, dir string) (Output, error
 			o.Summary, err = summary.TrivyJSON(b)
 		case tekton.SummarySARIF:
 			o.Summary, err = summary.SARIF(b)
+		case tekton.SummaryCycloneDX:
+			o.Summary, err = summary.CycloneDX(b)
+		}
+		if err == nil && r.Summary != "" {
+			o.FindingsSource = r.Summary
+			o.Findings, err = summary.Findings(r.Summary, b)
 		}
 		if err != nil {
 			return Output{}, fmt.Errorf("%s: %s report: %w", t.m.Name, r.Format, err)
@@ -209,4 +216,15 @@ func classifyRun(err error) error {
 		return fmt.Errorf("%w: %w", ErrPermanent, err)
 	}
 	return err
+}
+
+// ShadowNice is the CPU niceness shadow tasks (tool trials) run at: on a
+// busy host the candidate yields the CPU to the authoritative scans.
+const ShadowNice = 10
+
+func shadowNice(t schemas.Task) int {
+	if t.Role == schemas.RoleShadow {
+		return ShadowNice
+	}
+	return 0
 }

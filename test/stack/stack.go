@@ -144,6 +144,10 @@ type Stack struct {
 	// SubscriptionsFile is the dispatcher's subscription file; rewrite it to
 	// change the subscriptions (the dispatcher reloads it).
 	SubscriptionsFile string
+	// SigningKeyFile and SigningPublicKeyFile are the dev cosign key pair
+	// (cosign.key, empty password; cosign.pub) the worker signs with and the
+	// gateway publishes at GET /v1/keys. Created once, like the dev CA.
+	SigningKeyFile, SigningPublicKeyFile string
 
 	natsOpts *server.Options
 	out      *lineWriter
@@ -223,6 +227,9 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if err := s.writeWebhookFiles(); err != nil {
 		return nil, err
 	}
+	if err := s.writeSigningKey(ctx); err != nil {
+		return nil, err
+	}
 	s.NATSURL = cfg.NATSURL
 	if s.NATSURL == "" {
 		if err := s.startNATS(); err != nil {
@@ -290,11 +297,13 @@ func (s *Stack) args(c string) []string {
 	case Gateway:
 		a = append(a, "-api-addr", s.cfg.APIAddr, "-tls-cert", s.PKI.ServerCertFile, "-tls-key", s.PKI.ServerKeyFile,
 			"-client-ca", s.PKI.CAFile, "-policy", s.PolicyFile,
-			"-webhook-addr", s.cfg.WebhookAddr, "-webhook-config", filepath.Join(s.cfg.Dir, webhookConfigFile))
+			"-webhook-addr", s.cfg.WebhookAddr, "-webhook-config", filepath.Join(s.cfg.Dir, webhookConfigFile),
+			"-signing-public-keys", s.SigningPublicKeyFile)
 	case Dispatcher:
-		a = append(a, "-routing", s.cfg.RoutingFile, "-subscriptions", s.SubscriptionsFile)
+		a = append(a, "-routing", s.cfg.RoutingFile, "-subscriptions", s.SubscriptionsFile, "-catalog", s.cfg.TasksDir)
 	case Worker:
-		a = append(a, "-tasks-dir", s.cfg.TasksDir, "-trivy", s.cfg.Trivy, "-trivy-cache-dir", s.DB.CacheDir, "-work-dir", s.workDir())
+		a = append(a, "-tasks-dir", s.cfg.TasksDir, "-trivy", s.cfg.Trivy, "-trivy-cache-dir", s.DB.CacheDir, "-work-dir", s.workDir(),
+			"-signing-key", s.SigningKeyFile)
 	}
 	return append(a, s.cfg.Args[c]...)
 }
@@ -337,7 +346,7 @@ func (s *Stack) StartComponent(ctx context.Context, c string) error {
 		return err
 	}
 	cmd := exec.Command(filepath.Join(s.cfg.BinDir, "ciss-"+c), s.args(c)...)
-	cmd.Env = append(os.Environ(), "HOME="+s.cfg.Dir)
+	cmd.Env = append(os.Environ(), "HOME="+s.cfg.Dir, "COSIGN_PASSWORD=") // the dev key has an empty password
 	logw := s.out.prefixed(c)
 	cmd.Stdout, cmd.Stderr = logw, logw
 	// Its own process group (so a kill reaches its children, e.g. trivy), and

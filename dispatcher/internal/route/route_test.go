@@ -33,9 +33,9 @@ func TestParseValid(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, Decision{Primary: "trivy"}, d)
 
-	_, err = tab.Route("sbom")
+	_, err = tab.Route("dast")
 	require.ErrorIs(t, err, ErrNoRoute)
-	require.ErrorContains(t, err, `"sbom"`)
+	require.ErrorContains(t, err, `"dast"`)
 }
 
 // TestParseShippedRouting keeps deploy/routing.yaml loadable.
@@ -66,7 +66,7 @@ func TestParseRejects(t *testing.T) {
 		in   string
 		want string // substring of the error
 	}{
-		{"version 2", "version: 2\ntools:\n" + tool("trivy") + "routes:\n" + route("trivy"), "version: got 2"},
+		{"version 3", "version: 3\ntools:\n" + tool("trivy") + "routes:\n" + route("trivy"), "version: got 3"},
 		{"version missing", "tools:\n" + tool("trivy"), "version: got 0"},
 		{"unknown top-level field", validRouting + "shadows: []\n", "shadows"},
 		{"unknown tool field", "version: 1\ntools:\n  - name: trivy\n    jobtypes: [image-scan]\n", "jobtypes"},
@@ -79,8 +79,8 @@ func TestParseRejects(t *testing.T) {
 		{"tool not serving job type", "version: 1\ntools:\n  - name: trivy\n    job_types: []\nroutes:\n" + route("trivy"), `does not serve "image-scan"`},
 		{"duplicate tool", "version: 1\ntools:\n" + tool("trivy") + tool("trivy"), `tool "trivy" declared twice`},
 		{"duplicate route", "version: 1\ntools:\n" + tool("trivy") + tool("grype") + "routes:\n" + route("trivy") + route("grype"), `routed twice`},
-		{"unknown job type on tool", "version: 1\ntools:\n  - name: trivy\n    job_types: [sbom]\n", `unknown job type "sbom"`},
-		{"unknown job type on route", "version: 1\ntools:\n" + tool("trivy") + "routes:\n  - job_type: sbom\n    primary: trivy\n", `unknown job type "sbom"`},
+		{"unknown job type on tool", "version: 1\ntools:\n  - name: trivy\n    job_types: [dast]\n", `unknown job type "dast"`},
+		{"unknown job type on route", "version: 1\ntools:\n" + tool("trivy") + "routes:\n  - job_type: dast\n    primary: trivy\n", `unknown job type "dast"`},
 		{"empty job type on route", "version: 1\ntools:\n" + tool("trivy") + "routes:\n  - primary: trivy\n", `unknown job type ""`},
 		{"tool name upper case", "version: 1\ntools:\n" + tool("Trivy"), `"Trivy"`},
 		{"tool name with dot", "version: 1\ntools:\n" + tool("trivy.v2"), `"trivy.v2"`},
@@ -188,22 +188,27 @@ func FuzzParse(f *testing.F) {
 		if err := yaml.Unmarshal(b, &file); err != nil {
 			t.Fatalf("Parse accepted what yaml.Unmarshal rejects: %v", err)
 		}
-		if file.Version != 1 {
+		if file.Version != 1 && file.Version != 2 {
 			t.Fatalf("accepted version %d", file.Version)
 		}
-		for jt, d := range tab.routes {
-			if !slices.Contains(schemas.KnownJobTypes(), jt) {
-				t.Fatalf("routes unknown job type %q", jt)
-			}
-			if !schemas.ValidToken(d.Primary) {
-				t.Fatalf("routes %q to invalid tool name %q", jt, d.Primary)
-			}
-			i := slices.IndexFunc(file.Tools, func(tl Tool) bool { return tl.Name == d.Primary })
-			if i < 0 {
-				t.Fatalf("routes %q to undeclared tool %q", jt, d.Primary)
-			}
-			if !slices.Contains(file.Tools[i].JobTypes, jt) {
-				t.Fatalf("routes %q to tool %q that does not serve it", jt, d.Primary)
+		for jt, ds := range tab.routes {
+			for _, d := range ds {
+				if !slices.Contains(schemas.KnownJobTypes(), jt) {
+					t.Fatalf("routes unknown job type %q", jt)
+				}
+				if !schemas.ValidToken(d.Primary) {
+					t.Fatalf("routes %q to invalid tool name %q", jt, d.Primary)
+				}
+				i := slices.IndexFunc(file.Tools, func(tl Tool) bool { return tl.Name == d.Primary })
+				if i < 0 {
+					t.Fatalf("routes %q to undeclared tool %q", jt, d.Primary)
+				}
+				if !slices.Contains(file.Tools[i].JobTypes, jt) {
+					t.Fatalf("routes %q to tool %q that does not serve it", jt, d.Primary)
+				}
+				if d.Canary != nil && (d.Canary.Percent < 0 || d.Canary.Percent > 100) {
+					t.Fatalf("accepted canary percent %v", d.Canary.Percent)
+				}
 			}
 		}
 		for _, jt := range schemas.KnownJobTypes() {

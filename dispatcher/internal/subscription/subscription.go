@@ -133,6 +133,7 @@ type JobSpec struct {
 // targetFields lists each job type's target fields: all required, no others.
 var targetFields = map[string][]string{
 	schemas.JobTypeImageScan: {"image"},
+	schemas.JobTypeSBOM:      {"image"},
 }
 
 // placeholderRE finds template placeholders.

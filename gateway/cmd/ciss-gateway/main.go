@@ -77,6 +77,16 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io
 	fs.StringVar(&cfg.WebhookConfigFile, "webhook-config", "", "git webhook secrets, YAML; enables the webhook receivers (see deploy/webhooks.example.yaml)")
 	fs.StringVar(&cfg.WebhookAddr, "webhook-addr", "", "webhook receivers' listen address, server TLS only; - disables them (default "+gateway.DefaultWebhookAddr+")")
 	fs.Int64Var(&cfg.WebhookMaxBodyBytes, "webhook-max-body-bytes", 0, "maximum webhook body size (default 1MiB)")
+	fs.Func("signing-public-keys", "comma-separated PEM files of the workers' signing public keys, published at GET /v1/keys", func(v string) error {
+		cfg.PublicKeyFiles = nil
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				cfg.PublicKeyFiles = append(cfg.PublicKeyFiles, f)
+			}
+		}
+		return nil
+	})
+	fs.StringVar(&cfg.AllowedSignersFile, "allowed-signers", "", "ssh allowed-signers file for signed git tags, published at GET /v1/keys")
 	fs.TextVar(&opt.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	fs.StringVar(&opt.logFormat, "log-format", opt.logFormat, "log format: json or text")
 	fs.Usage = func() {

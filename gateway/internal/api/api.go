@@ -90,6 +90,12 @@ type Config struct {
 	MaxWait time.Duration
 	// Guardrails decide protected actions (vault-* job types); nil refuses them.
 	Guardrails Guardrails
+	// PublicKeyFiles are PEM files of the public keys workers sign with,
+	// published at GET /v1/keys; optional.
+	PublicKeyFiles []string
+	// AllowedSignersFile is an ssh allowed-signers file for signed git tags,
+	// published at GET /v1/keys; optional.
+	AllowedSignersFile string
 }
 
 // Defaults.
@@ -129,6 +135,10 @@ func routeTable() []route {
 		{"POST /v1/jobs/{id}/approve", policy.ActionApprove, (*Handler).approve},
 		{"GET /v1/jobs/{id}/result", policy.ActionRead, (*Handler).result},
 		{"GET /v1/audit/webhooks", policy.ActionAudit, (*Handler).auditWebhooks},
+		{"GET /v1/trials", policy.ActionAudit, (*Handler).listTrials},
+		{"GET /v1/trials/{name}", policy.ActionAudit, (*Handler).getTrial},
+		{"GET /v1/keys", policy.ActionRead, (*Handler).keys},
+		{"GET /v1/provenance", policy.ActionRead, (*Handler).provenance},
 	}
 }
 

@@ -148,7 +148,17 @@ Try it (from this directory, in another terminal):
   curl -sS %[6]s "%[7]s/v1/jobs?limit=2"
   curl -sS %[6]s "%[7]s/v1/audit/webhooks?limit=5"
 
-Press Ctrl-C to stop everything.
 `, rel(s.WebhookSecretPath), rel(filepath.Join(cfg.Dir, "github-push.json")), rel(s.PKI.CAFile), s.WebhookURL,
 		rel(filepath.Join(cfg.Dir, "gitlab-push.json")), tls, s.APIURL)
+	fmt.Fprintf(w, `  # 7. signed outcomes: scan the clean image (it passes the dev policy and gets signed), then
+  #    verify with the dev public key (also at GET /v1/keys) and the cosign CLI
+  #    (deploy/tools/install-cosign.sh prints its path)
+  curl -sS %[1]s -H 'Content-Type: application/json' -d '{"type":"image-scan","target":{"image":"%[2]s"}}' %[3]s/v1/jobs
+  curl -sS %[1]s %[3]s/v1/keys
+  echo '{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}' > /tmp/ciss-trusted-root.json
+  cosign verify --key %[4]s --insecure-ignore-tlog --allow-insecure-registry --trusted-root /tmp/ciss-trusted-root.json %[2]s
+  cosign verify-attestation --type vuln --key %[4]s --insecure-ignore-tlog --allow-insecure-registry --trusted-root /tmp/ciss-trusted-root.json %[2]s
+
+Press Ctrl-C to stop everything.
+`, tls, s.Images.Clean, s.APIURL, rel(s.SigningPublicKeyFile))
 }

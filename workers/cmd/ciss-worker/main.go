@@ -27,16 +27,20 @@ func main() {
 }
 
 func run() error {
+	if len(os.Args) > 1 && os.Args[1] == "keygen" {
+		return keygen(os.Args[2:])
+	}
 	var (
-		cfg                   workers.Config
-		catalog               workers.CatalogConfig
-		trivyBin, trivyCache  string
-		images, workspaces    multiFlag
-		interactive, bulk     int
-		logLevel, ackWait     string
-		taskTimeout, stopWait string
-		allowed, insecureRegs string
-		vault                 workers.VaultConfig
+		signingKey, policyFile string
+		cfg                    workers.Config
+		catalog                workers.CatalogConfig
+		trivyBin, trivyCache   string
+		images, workspaces     multiFlag
+		interactive, bulk      int
+		logLevel, ackWait      string
+		taskTimeout, stopWait  string
+		allowed, insecureRegs  string
+		vault                  workers.VaultConfig
 	)
 	fs := flag.NewFlagSet("ciss-worker", flag.ExitOnError)
 	fs.StringVar(&cfg.NATSURL, "nats-url", os.Getenv("CISS_NATS_URL"), "NATS server URL(s) [CISS_NATS_URL]")
@@ -49,6 +53,7 @@ func run() error {
 	fs.StringVar(&cfg.Name, "name", os.Getenv("CISS_WORKER_NAME"), "instance name in events (default host-pid) [CISS_WORKER_NAME]")
 	fs.IntVar(&interactive, "concurrency-interactive", 0, "tasks at once in the interactive lane, per tool (default 4)")
 	fs.IntVar(&bulk, "concurrency-bulk", 0, "tasks at once in the bulk lane, per tool (default 1)")
+	fs.IntVar(&cfg.ShadowConcurrency, "concurrency-shadow", 0, "shadow (trial) tasks at once, per tool, in their own pool (default 1)")
 	fs.StringVar(&ackWait, "ack-wait", envOr("CISS_WORKER_ACK_WAIT", "30s"), "redelivery timeout without heartbeat [CISS_WORKER_ACK_WAIT]")
 	fs.IntVar(&cfg.MaxDeliver, "max-deliver", 0, "deliveries of one task before its job fails (default 5)")
 	fs.StringVar(&taskTimeout, "task-timeout", envOr("CISS_WORKER_TASK_TIMEOUT", "10m"), "default time limit of one task [CISS_WORKER_TASK_TIMEOUT]")
@@ -60,6 +65,8 @@ func run() error {
 	fs.StringVar(&trivyCache, "trivy-cache-dir", os.Getenv("CISS_TRIVY_CACHE_DIR"), "shortcut for -workspace trivy-db=DIR: the provisioned Trivy DB (db/trivy.db, db/metadata.json) [CISS_TRIVY_CACHE_DIR]")
 	fs.StringVar(&allowed, "allowed-registries", os.Getenv("CISS_WORKER_ALLOWED_REGISTRIES"), "comma-separated registry globs (host[:port]) jobs may scan; empty allows any but link-local addresses [CISS_WORKER_ALLOWED_REGISTRIES]")
 	fs.StringVar(&insecureRegs, "insecure-registries", os.Getenv("CISS_WORKER_INSECURE_REGISTRIES"), "true to allow plain HTTP / unverified TLS to every registry [CISS_WORKER_INSECURE_REGISTRIES]")
+	fs.StringVar(&signingKey, "signing-key", os.Getenv("CISS_SIGNING_KEY"), "cosign private key file or hashivault://KEY (Vault Transit: VAULT_ADDR, VAULT_TOKEN, TRANSIT_SECRET_ENGINE_PATH); a key file is decrypted with COSIGN_PASSWORD; empty disables signing [CISS_SIGNING_KEY]")
+	fs.StringVar(&policyFile, "policy", os.Getenv("CISS_WORKER_POLICY"), "tenant policy YAML deciding which scanned images are signed (default: fail at HIGH) [CISS_WORKER_POLICY]")
 	fs.StringVar(&vault.Addr, "vault-addr", os.Getenv("CISS_VAULT_ADDR"), "Vault address: enables protected actions (vault-* job types) [CISS_VAULT_ADDR]")
 	fs.StringVar(&vault.CACert, "vault-ca-cert", os.Getenv("CISS_VAULT_CACERT"), "PEM bundle verifying Vault's TLS certificate [CISS_VAULT_CACERT]")
 	fs.StringVar(&vault.AppRoleMount, "vault-approle-mount", os.Getenv("CISS_VAULT_APPROLE_MOUNT"), "CISS's AppRole mount (default approle) [CISS_VAULT_APPROLE_MOUNT]")
@@ -113,6 +120,16 @@ func run() error {
 		}
 	}
 	cfg.Resolver = res
+	if signingKey != "" {
+		cfg.Signing = &workers.SigningConfig{Key: signingKey, Password: []byte(os.Getenv("COSIGN_PASSWORD")), InsecureRegistries: res.Insecure}
+		if policyFile != "" {
+			if cfg.Signing.Policy, err = workers.LoadPolicy(policyFile); err != nil {
+				return err
+			}
+		}
+	} else if policyFile != "" {
+		return fmt.Errorf("-policy needs -signing-key: the policy decides what is signed")
+	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	cfg.Concurrency = map[schemas.Lane]int{schemas.LaneInteractive: interactive, schemas.LaneBulk: bulk}
 	host, _ := os.Hostname()
@@ -150,6 +167,20 @@ func run() error {
 	sctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	return w.Stop(sctx)
+}
+
+// keygen writes a cosign key pair (cosign.key, encrypted with
+// COSIGN_PASSWORD, and cosign.pub) into a directory unless one is there.
+func keygen(args []string) error {
+	fs := flag.NewFlagSet("ciss-worker keygen", flag.ExitOnError)
+	dir := fs.String("dir", ".ciss/dev", "directory for cosign.key and cosign.pub")
+	_ = fs.Parse(args)
+	path, err := workers.GenerateDevKey(*dir, []byte(os.Getenv("COSIGN_PASSWORD")))
+	if err != nil {
+		return err
+	}
+	fmt.Println(path)
+	return nil
 }
 
 func envOr(k, def string) string {

@@ -62,7 +62,7 @@ type Report struct {
 	// Path is relative to the output workspace.
 	Path string `json:"path"`
 	// Summary names the parser that reads the severity summary from this
-	// report: "trivy-json" or "sarif". Exactly one report has one.
+	// report: "trivy-json", "sarif" or "cyclonedx". Exactly one report has one.
 	Summary string `json:"summary,omitempty"`
 }
 
@@ -70,6 +70,8 @@ type Report struct {
 const (
 	SummaryTrivyJSON = "trivy-json"
 	SummarySARIF     = "sarif"
+	// SummaryCycloneDX validates a CycloneDX 1.5+ BOM and counts its vulnerabilities.
+	SummaryCycloneDX = "cyclonedx"
 )
 
 // Results a version Task must declare.
@@ -247,10 +249,10 @@ func (c *Catalog) check(m Manifest) error {
 		formats[r.Format] = true
 		switch r.Summary {
 		case "":
-		case SummaryTrivyJSON, SummarySARIF:
+		case SummaryTrivyJSON, SummarySARIF, SummaryCycloneDX:
 			summaries++
 		default:
-			return fmt.Errorf("reports[%d].summary: unknown parser %q (trivy-json, sarif)", i, r.Summary)
+			return fmt.Errorf("reports[%d].summary: unknown parser %q (trivy-json, sarif, cyclonedx)", i, r.Summary)
 		}
 	}
 	if summaries != 1 {
