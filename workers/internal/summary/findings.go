@@ -16,11 +16,13 @@ import (
 const (
 	SourceTrivyJSON = "trivy-json"
 	SourceSARIF     = "sarif"
+	SourceCycloneDX = "cyclonedx"
 )
 
 // Findings reads a report into the common finding model, sorted, so reports
 // of different tools can be compared by a component that links neither.
-// source is SourceTrivyJSON or SourceSARIF.
+// source is SourceTrivyJSON, SourceSARIF or SourceCycloneDX (the BOM's
+// vulnerabilities, usually none in a plain SBOM).
 func Findings(source string, b []byte) ([]schemas.Finding, error) {
 	var fs []schemas.Finding
 	switch source {
@@ -38,6 +40,11 @@ func Findings(source string, b []byte) ([]schemas.Finding, error) {
 	case SourceSARIF:
 		var err error
 		if fs, err = sarifFindings(b); err != nil {
+			return nil, err
+		}
+	case SourceCycloneDX:
+		var err error
+		if fs, err = cycloneDXFindings(b); err != nil {
 			return nil, err
 		}
 	default:

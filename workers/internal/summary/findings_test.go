@@ -96,3 +96,24 @@ func FuzzFindings(f *testing.F) {
 		}
 	})
 }
+
+func TestFindingsCycloneDX(t *testing.T) {
+	t.Parallel()
+	head := `{"bomFormat":"CycloneDX","specVersion":"1.6","metadata":{"component":{"name":"img"}},
+	  "components":[{"bom-ref":"pkg:apk/busybox@1.36","type":"library","name":"busybox","version":"1.36"}]`
+	fs, err := Findings(SourceCycloneDX, []byte(head+`}`))
+	require.NoError(t, err)
+	require.Empty(t, fs, "a plain SBOM has no findings")
+	fs, err = Findings(SourceCycloneDX, []byte(head+`,"vulnerabilities":[
+	  {"id":"CVE-2023-42363","ratings":[{"severity":"low"},{"severity":"medium"}],"affects":[{"ref":"pkg:apk/busybox@1.36"}]},
+	  {"id":"CVE-9","affects":[{"ref":"elsewhere"}]}]}`))
+	require.NoError(t, err)
+	require.Equal(t, []schemas.Finding{
+		{ID: "CVE-2023-42363", Package: "busybox", Version: "1.36", Severity: schemas.SeverityMedium},
+		{ID: "CVE-9", Package: "elsewhere", Severity: schemas.SeverityUnknown},
+	}, fs)
+	_, err = Findings(SourceCycloneDX, []byte(`{"bomFormat":`))
+	require.ErrorIs(t, err, ErrNotCycloneDX)
+	_, err = Findings(SourceCycloneDX, []byte(head+`,"vulnerabilities":[{"affects":[]}]}`))
+	require.Error(t, err, "a vulnerability without an id")
+}
