@@ -6,13 +6,14 @@ export CISS_CACHE ?= $(HOME)/.cache/ciss
 BIN         := $(CURDIR)/bin
 MODULES     := schemas gateway dispatcher workers test
 PKGS        := $(foreach m,$(MODULES),ciss.dev/$(m)/...)
-UNIT_PKGS   := $(filter-out ciss.dev/test/...,$(PKGS)) ciss.dev/test/fixture/... ciss.dev/test/stack/...
+UNIT_PKGS   := $(filter-out ciss.dev/test/...,$(PKGS)) ciss.dev/test/fixture/... ciss.dev/test/stack/... ciss.dev/test/vaultdev/...
 TRIVY        = $(shell deploy/tools/install-trivy.sh)
 COSIGN       = $(shell deploy/tools/install-cosign.sh)
+VAULT        = $(shell deploy/tools/install-vault.sh)
 # Packages the gateway and dispatcher must never link (dependency isolation).
 FORBIDDEN   := github.com/aquasecurity/|github.com/sigstore/|github.com/tektoncd/|github.com/hashicorp/vault|github.com/nats-io/nats-server
 
-.PHONY: all build run test verify fmt vet depcheck gowork-off helm-check integrations-check unit e2e k8s bench trivy fuzz clean
+.PHONY: all build run test verify fmt vet depcheck gowork-off helm-check integrations-check unit e2e k8s bench trivy vault fuzz clean
 
 all: build
 
@@ -23,8 +24,11 @@ build: ## the component binaries, the ciss client and the dev launcher, into bin
 trivy: ## the pinned Trivy CLI, built once into $(CISS_CACHE)
 	@deploy/tools/install-trivy.sh
 
+vault: ## the pinned Vault server (protected-action tests), built once into $(CISS_CACHE)
+	@deploy/tools/install-vault.sh
+
 run: build ## the whole stack on loopback, in the foreground; Ctrl-C stops it
-	@trivy=$$(deploy/tools/install-trivy.sh) && $(BIN)/ciss-dev -trivy "$$trivy" $(CISS_DEV_ARGS)
+	@trivy=$$(deploy/tools/install-trivy.sh) && vault=$$(deploy/tools/install-vault.sh) && $(BIN)/ciss-dev -trivy "$$trivy" -vault "$$vault" $(CISS_DEV_ARGS)
 
 test: verify unit e2e k8s ## everything CI runs
 
@@ -56,10 +60,10 @@ integrations-check: ## deploy/integrations: action.yml and the GitLab template t
 	@deploy/tools/lint-integrations.sh
 
 unit: ## unit and component tests, on real embedded NATS, registries and Trivy
-	CISS_TRIVY="$(TRIVY)" CISS_COSIGN="$(COSIGN)" $(GO) test -race -count=1 -timeout 20m $(UNIT_PKGS)
+	CISS_TRIVY="$(TRIVY)" CISS_COSIGN="$(COSIGN)" CISS_VAULT="$(VAULT)" $(GO) test -race -count=1 -timeout 20m $(UNIT_PKGS)
 
 e2e: build ## end-to-end tests against the real stack (binaries as processes; their logs print on failure)
-	CISS_TRIVY="$(TRIVY)" CISS_COSIGN="$(COSIGN)" CISS_BIN_DIR="$(BIN)" $(GO) test -count=1 -timeout 30m -v ciss.dev/test/e2e/...
+	CISS_TRIVY="$(TRIVY)" CISS_COSIGN="$(COSIGN)" CISS_VAULT="$(VAULT)" CISS_BIN_DIR="$(BIN)" $(GO) test -count=1 -timeout 30m -v ciss.dev/test/e2e/...
 
 k8s: build ## cluster backend on a real Kubernetes + Tekton on loopback (test/k8s; root; cold install ~11 min)
 	test/k8s/cluster.sh install

@@ -143,6 +143,8 @@ func TestParseRejects(t *testing.T) {
 	for _, tc := range []struct{ what, doc, want string }{
 		{"sast is not a job type yet", sub("    match: {events: [push]}\n    jobs: [{type: sast, target: {repo: \"{repo}\"}}]"),
 			`subscriptions[0].jobs[0].type: unknown job type "sast"; this CISS knows image-scan, sbom`},
+		{"protected actions never come from webhooks", sub("    match: {events: [push]}\n    jobs: [{type: vault-auth-onboard, target: {}, params: {name: x, auth_type: approle}}]"),
+			`subscriptions[0].jobs[0].type: "vault-auth-onboard" is a protected action`},
 		{"wrong version", "version: 2\nsubscriptions: []", "version: must be 1"},
 		{"unknown field", sub("    match: {events: [push], branch: main}" + job), "unknown field"},
 		{"no events", sub("    match: {}" + job), "match.events: needs at least one"},

@@ -382,7 +382,7 @@ func TestErrors(t *testing.T) {
 		{"no permission", with(cli.EnvCert, readerCert, cli.EnvKey, readerKey), nil, submit, cli.ExitUsage,
 			`ciss: identity CN=reader,O=Acme has no permission for submit: binding "acme-reader" does not allow submit` + "\n"},
 		{"unknown job type", b.env(), nil, []string{"submit", "sast", "--image", image}, cli.ExitUsage,
-			`ciss: the gateway refused the request: invalid request: type: unknown job type "sast"; one of image-scan, sbom (HTTP 422)` + "\n"},
+			`ciss: the gateway refused the request: invalid request: type: unknown job type "sast"; one of image-scan, sbom, vault-auth-onboard, vault-namespace-create, vault-policy-apply (HTTP 422)` + "\n"},
 		{"target fields this gateway lacks", b.env(), nil, []string{"submit", "sast", "--repo", "https://git.example.com/a.git", "--commit", "abc123"}, cli.ExitUsage,
 			`ciss: the gateway refused the request: malformed JSON body: json: unknown field "commit" (HTTP 400)` + "\n"},
 		{"invalid image", b.env(), nil, []string{"submit", "image-scan", "--image", "alpine"}, cli.ExitUsage,

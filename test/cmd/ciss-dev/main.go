@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"ciss.dev/test/stack"
+	"ciss.dev/test/vaultdev"
 )
 
 func main() {
@@ -29,6 +30,7 @@ func main() {
 func run() error {
 	var cfg stack.Config
 	var quiet bool
+	var vaultBin, vaultAddr string
 	fs := flag.NewFlagSet("ciss-dev", flag.ExitOnError)
 	fs.StringVar(&cfg.Dir, "dir", ".ciss/dev", "state directory (PKI, DB fixture, JetStream store)")
 	fs.StringVar(&cfg.BinDir, "bin-dir", "bin", "directory holding ciss-gateway, ciss-dispatcher, ciss-worker")
@@ -44,6 +46,8 @@ func run() error {
 	namespace := fs.String("namespace", "default", "cluster backend: namespace of the TaskRuns")
 	claims := fs.String("cluster-claims", "", "cluster backend: NAME=PVC,... (trivy-db=PVC holding the Trivy DB)")
 	helper := fs.String("helper-image", "", "cluster backend: image with sh and busybox wget for the report upload step")
+	fs.StringVar(&vaultBin, "vault", os.Getenv("CISS_VAULT"), "vault binary: runs a dev Vault and enables protected actions [CISS_VAULT]")
+	fs.StringVar(&vaultAddr, "vault-addr", "127.0.0.1:8200", "dev Vault listen address")
 	_ = fs.Parse(os.Args[1:])
 	if cfg.Trivy == "" {
 		return fmt.Errorf("-trivy is required (deploy/tools/install-trivy.sh prints the path)")
@@ -68,6 +72,13 @@ func run() error {
 	defer stop()
 
 	start := time.Now()
+	var vault *vaultdev.Server
+	if vaultBin != "" {
+		if vault, err = startVault(ctx, &cfg, vaultBin, vaultAddr); err != nil {
+			return err
+		}
+		defer vault.Stop(context.Background())
+	}
 	fmt.Fprintln(os.Stderr, "ciss-dev: starting NATS JetStream, registry, gateway, dispatcher and worker…")
 	s, err := stack.Start(ctx, cfg)
 	if err != nil {
@@ -86,6 +97,9 @@ func run() error {
 		}
 	}
 	printNext(os.Stdout, cfg, s, time.Since(start))
+	if vault != nil {
+		printVault(os.Stdout, cfg, s, vault)
+	}
 	<-ctx.Done()
 	fmt.Fprintln(os.Stderr, "\nciss-dev: stopping…")
 	return nil

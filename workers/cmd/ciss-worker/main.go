@@ -43,6 +43,7 @@ func run() error {
 		allowed, insecureRegs  string
 		backend, claims        string
 		cluster                workers.ClusterConfig
+		vault                  workers.VaultConfig
 	)
 	fs := flag.NewFlagSet("ciss-worker", flag.ExitOnError)
 	fs.StringVar(&cfg.NATSURL, "nats-url", os.Getenv("CISS_NATS_URL"), "NATS server URL(s) [CISS_NATS_URL]")
@@ -76,6 +77,13 @@ func run() error {
 	fs.StringVar(&cluster.HelperImage, "helper-image", os.Getenv("CISS_WORKER_HELPER_IMAGE"), "cluster backend: image with sh and busybox wget for the report upload step, pinned by digest [CISS_WORKER_HELPER_IMAGE]")
 	fs.StringVar(&cluster.UploadAddr, "upload-addr", envOr("CISS_WORKER_UPLOAD_ADDR", "127.0.0.1:9446"), "cluster backend: listener for report uploads from pods [CISS_WORKER_UPLOAD_ADDR]")
 	fs.StringVar(&cluster.UploadURL, "upload-url", os.Getenv("CISS_WORKER_UPLOAD_URL"), "cluster backend: the upload listener as pods reach it (default http://UPLOAD_ADDR) [CISS_WORKER_UPLOAD_URL]")
+	fs.StringVar(&vault.Addr, "vault-addr", os.Getenv("CISS_VAULT_ADDR"), "Vault address: enables protected actions (vault-* job types) [CISS_VAULT_ADDR]")
+	fs.StringVar(&vault.CACert, "vault-ca-cert", os.Getenv("CISS_VAULT_CACERT"), "PEM bundle verifying Vault's TLS certificate [CISS_VAULT_CACERT]")
+	fs.StringVar(&vault.AppRoleMount, "vault-approle-mount", os.Getenv("CISS_VAULT_APPROLE_MOUNT"), "CISS's AppRole mount (default approle) [CISS_VAULT_APPROLE_MOUNT]")
+	fs.StringVar(&vault.RoleIDFile, "vault-role-id-file", os.Getenv("CISS_VAULT_ROLE_ID_FILE"), "file holding CISS's AppRole role_id [CISS_VAULT_ROLE_ID_FILE]")
+	fs.StringVar(&vault.SecretIDFile, "vault-secret-id-file", os.Getenv("CISS_VAULT_SECRET_ID_FILE"), "file holding CISS's AppRole secret_id [CISS_VAULT_SECRET_ID_FILE]")
+	fs.StringVar(&vault.KVMount, "vault-kv-mount", os.Getenv("CISS_VAULT_KV_MOUNT"), "tenants' KV v2 mount (default secret) [CISS_VAULT_KV_MOUNT]")
+	fs.StringVar(&vault.NamespaceParent, "vault-namespace-parent", os.Getenv("CISS_VAULT_NAMESPACE_PARENT"), "parent of tenants' namespaces, {tenant} replaced (default {tenant}) [CISS_VAULT_NAMESPACE_PARENT]")
 	fs.StringVar(&logLevel, "log-level", envOr("CISS_LOG_LEVEL", "info"), "debug, info, warn or error [CISS_LOG_LEVEL]")
 	_ = fs.Parse(os.Args[1:])
 
@@ -165,13 +173,26 @@ func run() error {
 		return err
 	}
 	cfg.Tools = tools
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if vault.Addr != "" {
+		aud, err := workers.NewAuditor(cfg)
+		if err != nil {
+			return err
+		}
+		defer aud.Close()
+		vault.Audit, vault.Logger = aud.Audit, cfg.Logger
+		vt, err := workers.NewVaultTool(ctx, vault)
+		if err != nil {
+			return err
+		}
+		cfg.Tools = append(cfg.Tools, vt)
+	}
 
 	w, err := workers.New(cfg)
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if err := w.Start(ctx); err != nil {
 		return err
 	}
