@@ -37,8 +37,9 @@
 // Job types are checked against schemas.KnownJobTypes. A sast job names the
 // repository to fetch and the commit, usually from the event:
 //
-//   - type: sast
-//     target: {repo: "https://{host}/{repo}.git", commit: "{commit}"}
+//	jobs:
+//	  - type: sast
+//	    target: {repo: "https://{host}/{repo}.git", commit: "{commit}"}
 package subscription
 
 import (
