@@ -9,6 +9,7 @@ PKGS        := $(foreach m,$(MODULES),ciss.dev/$(m)/...)
 UNIT_PKGS   := $(filter-out ciss.dev/test/...,$(PKGS)) ciss.dev/test/fixture/... ciss.dev/test/stack/...
 TRIVY        = $(shell deploy/tools/install-trivy.sh)
 COSIGN       = $(shell deploy/tools/install-cosign.sh)
+GOSEC        = $(shell deploy/tools/install-gosec.sh)
 # Packages the gateway and dispatcher must never link (dependency isolation).
 FORBIDDEN   := github.com/aquasecurity/|github.com/sigstore/|github.com/tektoncd/|github.com/hashicorp/vault|github.com/nats-io/nats-server
 
@@ -55,10 +56,10 @@ integrations-check: ## deploy/integrations: action.yml and the GitLab template t
 	@deploy/tools/lint-integrations.sh
 
 unit: ## unit and component tests, on real embedded NATS, registries and Trivy
-	CISS_TRIVY="$(TRIVY)" CISS_COSIGN="$(COSIGN)" $(GO) test -race -count=1 -timeout 20m $(UNIT_PKGS)
+	CISS_TRIVY="$(TRIVY)" CISS_COSIGN="$(COSIGN)" CISS_GOSEC="$(GOSEC)" $(GO) test -race -count=1 -timeout 20m $(UNIT_PKGS)
 
 e2e: build ## end-to-end tests against the real stack (binaries as processes; their logs print on failure)
-	CISS_TRIVY="$(TRIVY)" CISS_COSIGN="$(COSIGN)" CISS_BIN_DIR="$(BIN)" $(GO) test -count=1 -timeout 30m -v ciss.dev/test/e2e/...
+	CISS_TRIVY="$(TRIVY)" CISS_COSIGN="$(COSIGN)" CISS_GOSEC="$(GOSEC)" CISS_BIN_DIR="$(BIN)" $(GO) test -count=1 -timeout 30m -v ciss.dev/test/e2e/...
 
 fuzz: ## a short run of every fuzz target
 	@set -e; for p in $$($(GO) list $(PKGS)); do \

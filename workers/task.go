@@ -126,6 +126,14 @@ func errorFor(err error) *schemas.Error {
 // tool, stores its reports and fills the cache.
 func (w *Worker) run(ctx context.Context, tool Tool, task schemas.Task) (schemas.TaskResult, error) {
 	started := time.Now()
+	if task.Type == schemas.JobTypeSAST {
+		res, _, err := w.runSourceTool(ctx, tool, task)
+		if err != nil || res.Result == nil {
+			return res, err
+		}
+		res.Result.Policy, res.Result.ImageSignature, res.Result.GitTag, res.Result.Signature = nil, nil, nil, nil // never trust what a cache held
+		return res, w.tagSource(ctx, task, res.Result)
+	}
 	res, pinned, ver, err := w.runTool(ctx, tool, task)
 	if err != nil || res.Result == nil {
 		return res, err

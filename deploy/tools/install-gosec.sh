@@ -3,7 +3,7 @@
 # cache outside the work tree, keyed by version, and prints the binary's path.
 #
 # The sast job type runs it as a step of the deploy/tekton/sast.yaml Task. A cold build
-# takes well under a minute; later calls return at once. Concurrent runs are safe: each
+# takes ~2 minutes (module download included); later calls return at once. Concurrent runs are safe: each
 # builds in its own temporary directory and the result is renamed into place.
 set -euo pipefail
 version="${GOSEC_VERSION:-v2.22.8}"

@@ -68,8 +68,9 @@ var (
 
 // Client runs git.
 type Client struct {
-	cfg  Config
-	home string
+	cfg     Config
+	home    string
+	allowed string // allowed-signers file with our own key
 }
 
 // New checks cfg and returns a client. home is an empty directory git may
@@ -93,7 +94,21 @@ func New(cfg Config, home string) (*Client, error) {
 	if _, err := exec.LookPath(cfg.Git); err != nil {
 		return nil, fmt.Errorf("gitsrc: %w", err)
 	}
-	return &Client{cfg: cfg, home: home}, nil
+	c := &Client{cfg: cfg, home: home}
+	if cfg.SigningKey != "" {
+		// Our own public key as an allowed-signers file: a tag found in
+		// the repository counts as ours only if it verifies with it.
+		pub, err := exec.Command("ssh-keygen", "-y", "-f", cfg.SigningKey).Output()
+		if err != nil {
+			return nil, fmt.Errorf("gitsrc: signing key %s: %w", cfg.SigningKey, err)
+		}
+		c.allowed = filepath.Join(home, "ciss-allowed-signers")
+		line := fmt.Sprintf("%s namespaces=\"git\" %s\n", cfg.TaggerEmail, strings.TrimSpace(string(pub)))
+		if err := os.WriteFile(c.allowed, []byte(line), 0o600); err != nil {
+			return nil, fmt.Errorf("gitsrc: %w", err)
+		}
+	}
+	return c, nil
 }
 
 // CheckURL validates a repository URL against schemas.CheckRepoURL and the
@@ -187,16 +202,16 @@ type Tag struct {
 
 // TagAndPush signs an annotated tag of commit with message in the checkout
 // dir (made by Fetch) and pushes it to origin, never forcing. When the tag
-// already exists remotely pointing at commit with the same message it is
-// left alone (Existing); if it points elsewhere or says something else,
-// ErrTagConflict.
-func (c *Client) TagAndPush(ctx context.Context, dir, commit, message string) (Tag, error) {
+// already exists remotely pointing at commit and its message contains the
+// line same (the report digest) it is left alone (Existing); if it points
+// elsewhere or lacks that line, ErrTagConflict.
+func (c *Client) TagAndPush(ctx context.Context, dir, commit, message, same string) (Tag, error) {
 	if c.cfg.SigningKey == "" {
 		return Tag{}, errors.New("gitsrc: no signing key configured")
 	}
 	name := c.TagName(commit)
 	ref := "refs/tags/" + name
-	if t, ok, err := c.remoteTag(ctx, dir, ref, commit, message); err != nil || ok {
+	if t, ok, err := c.remoteTag(ctx, dir, ref, commit, same); err != nil || ok {
 		return t, err
 	}
 	signing := []string{"-c", "gpg.format=ssh", "-c", "user.signingkey=" + c.cfg.SigningKey,
@@ -210,7 +225,7 @@ func (c *Client) TagAndPush(ctx context.Context, dir, commit, message string) (T
 	}
 	if _, err := c.git(ctx, dir, "push", "-q", "--no-verify", "origin", ref+":"+ref); err != nil {
 		// Someone (an earlier attempt of this job) may have pushed first.
-		if t, ok, err2 := c.remoteTag(ctx, dir, ref, commit, message); err2 == nil && ok {
+		if t, ok, err2 := c.remoteTag(ctx, dir, ref, commit, same); err2 == nil && ok {
 			return t, nil
 		} else if errors.Is(err2, ErrTagConflict) {
 			return Tag{}, err2
@@ -221,8 +236,8 @@ func (c *Client) TagAndPush(ctx context.Context, dir, commit, message string) (T
 }
 
 // remoteTag looks ref up in origin; ok is true when it exists and vouches for
-// the same commit with the same message.
-func (c *Client) remoteTag(ctx context.Context, dir, ref, commit, message string) (Tag, bool, error) {
+// the same commit with a message holding the line same.
+func (c *Client) remoteTag(ctx context.Context, dir, ref, commit, same string) (Tag, bool, error) {
 	out, err := c.git(ctx, dir, "ls-remote", "origin", ref)
 	if err != nil {
 		return Tag{}, false, err
@@ -252,8 +267,11 @@ func (c *Client) remoteTag(ctx context.Context, dir, ref, commit, message string
 	if err != nil {
 		return Tag{}, false, err
 	}
-	if !strings.Contains(tagMessage(body), strings.TrimSpace(message)) {
+	if !slices.Contains(strings.Split(tagMessage(body), "\n"), strings.TrimSpace(same)) {
 		return Tag{}, false, fmt.Errorf("%w: %s carries a different message (another report); it is not replaced", ErrTagConflict, ref)
+	}
+	if _, err := c.git(ctx, dir, "-c", "gpg.ssh.allowedSignersFile="+c.allowed, "verify-tag", "refs/ciss/existing"); err != nil {
+		return Tag{}, false, fmt.Errorf("%w: %s is not signed by this worker's key; it is not replaced: %w", ErrTagConflict, ref, err)
 	}
 	return Tag{Name: strings.TrimPrefix(ref, "refs/tags/"), Object: strings.TrimSpace(string(obj)), Commit: commit, Existing: true}, true, nil
 }

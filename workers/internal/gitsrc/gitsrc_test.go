@@ -11,11 +11,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"ciss.dev/workers/internal/gitsrc"
+	"ciss.dev/workers/internal/gitsrc/gitsrctest"
 )
 
 type env struct {
-	srv     *GitServer
-	repo    SASTRepo
+	srv     *gitsrctest.GitServer
+	repo    gitsrctest.SASTRepo
 	creds   string
 	key     string
 	allowed string
@@ -25,7 +26,7 @@ type env struct {
 func setup(t *testing.T) *env {
 	t.Helper()
 	dir := t.TempDir()
-	srv, err := NewGitServer(filepath.Join(dir, "srv"))
+	srv, err := gitsrctest.NewGitServer(filepath.Join(dir, "srv"))
 	require.NoError(t, err)
 	t.Cleanup(srv.Close)
 	repo, err := srv.NewSASTRepo("app")
@@ -129,7 +130,7 @@ func TestSignedTagVerifiesWithGit(t *testing.T) {
 	src := filepath.Join(t.TempDir(), "src")
 	require.NoError(t, c.Fetch(ctx, e.repo.URL, e.repo.Clean, src))
 	msg := "CISS SAST passed\n\njob: j1\nreport: sha256:" + strings.Repeat("1", 64) + "\n"
-	tag, err := c.TagAndPush(ctx, src, e.repo.Clean, msg)
+	tag, err := c.TagAndPush(ctx, src, e.repo.Clean, msg, reportLine(msg))
 	require.NoError(t, err)
 	require.Equal(t, "ciss/sast/"+e.repo.Clean[:12], tag.Name)
 	require.False(t, tag.Existing)
@@ -148,11 +149,12 @@ func TestSignedTagVerifiesWithGit(t *testing.T) {
 	t.Run("re-run is idempotent", func(t *testing.T) {
 		src2 := filepath.Join(t.TempDir(), "src")
 		require.NoError(t, c.Fetch(ctx, e.repo.URL, e.repo.Clean, src2))
-		again, err := c.TagAndPush(ctx, src2, e.repo.Clean, msg)
+		again, err := c.TagAndPush(ctx, src2, e.repo.Clean, strings.Replace(msg, "job: j1", "job: j2", 1), reportLine(msg))
 		require.NoError(t, err)
 		require.True(t, again.Existing)
 		require.Equal(t, tag.Object, again.Object)
-		_, err = c.TagAndPush(ctx, src2, e.repo.Clean, strings.Replace(msg, "1111", "2222", 1))
+		other := strings.Replace(msg, "1111", "2222", 1)
+		_, err = c.TagAndPush(ctx, src2, e.repo.Clean, other, reportLine(other))
 		require.ErrorIs(t, err, gitsrc.ErrTagConflict, "another report for the same commit never replaces the tag")
 	})
 
@@ -175,7 +177,7 @@ func TestTamperedTagsFailVerification(t *testing.T) {
 	src := filepath.Join(t.TempDir(), "src")
 	require.NoError(t, c.Fetch(ctx, e.repo.URL, e.repo.Clean, src))
 	msg := "CISS SAST passed\n\nreport: sha256:" + strings.Repeat("3", 64) + "\n"
-	tag, err := c.TagAndPush(ctx, src, e.repo.Clean, msg)
+	tag, err := c.TagAndPush(ctx, src, e.repo.Clean, msg, reportLine(msg))
 	require.NoError(t, err)
 	bare := filepath.Join(e.srv.Root, "app.git")
 
@@ -209,7 +211,9 @@ func TestTamperedTagsFailVerification(t *testing.T) {
 	require.Error(t, err, "a tag signed with another key must not verify: %s", out)
 
 	// CISS itself refuses to overwrite or accept the forged tag on a re-run.
-	_, err = c.TagAndPush(ctx, src, e.repo.Clean, "CISS SAST passed\n\nreport: sha256:"+strings.Repeat("5", 64)+"\n")
+	_, err = c.TagAndPush(ctx, src, e.repo.Clean, msg, reportLine(msg))
+	require.ErrorIs(t, err, gitsrc.ErrTagConflict, "a tag naming the same report but signed with another key is not taken for CISS's")
+	_, err = c.TagAndPush(ctx, src, e.repo.Clean, "CISS SAST passed\n\nreport: sha256:"+strings.Repeat("5", 64)+"\n", "report: sha256:"+strings.Repeat("5", 64))
 	require.ErrorIs(t, err, gitsrc.ErrTagConflict)
 }
 
@@ -221,3 +225,12 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 }
 
+
+func reportLine(msg string) string {
+	for _, l := range strings.Split(msg, "\n") {
+		if strings.HasPrefix(l, "report: ") {
+			return l
+		}
+	}
+	return ""
+}

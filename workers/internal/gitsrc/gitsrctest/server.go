@@ -1,6 +1,8 @@
-// A copy of test/fixture/gitserver.go: the workers module does not depend on the test module.
-
-package gitsrc_test
+// Package gitsrctest is a real git smart-HTTP server for tests (git http-backend
+// as CGI on loopback) and a fixture repository with a planted gosec finding.
+// It is a copy of test/fixture/gitserver.go: the workers module does not
+// depend on the test module.
+package gitsrctest
 
 import (
 	"bytes"
