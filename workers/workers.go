@@ -177,7 +177,7 @@ type Worker struct {
 	cache   jetstream.KeyValue
 	reports jetstream.ObjectStore
 	ready   atomic.Bool
-	key     *sign.Key // nil: signing off
+	key     *sign.Key  // nil: signing off
 	git     *sastState // nil: no sast
 
 	running sync.Map // task id → runningTask

@@ -225,7 +225,6 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 }
 
-
 func reportLine(msg string) string {
 	for _, l := range strings.Split(msg, "\n") {
 		if strings.HasPrefix(l, "report: ") {

@@ -3,7 +3,6 @@
 package summary
 
 import (
-
 	"ciss.dev/schemas"
 	"ciss.dev/workers/internal/trivy"
 )

@@ -113,7 +113,10 @@ func (g *GitServer) NewSASTRepo(name string) (SASTRepo, error) {
 			return write("main.go", "package main\n\nimport \"fmt\"\n\n// dbPassword is a planted finding (gosec G101).\nconst dbPassword = \"f62e5bcda4fae4f82370da0c6f20697b8f8447ef\"\n\nfunc main() { fmt.Println(len(dbPassword)) }\n")
 		},
 		func() error { _, err := run(work, "add", "."); return err },
-		func() error { _, err := run(work, "commit", "-q", "-m", "app with a hard-coded credential"); return err },
+		func() error {
+			_, err := run(work, "commit", "-q", "-m", "app with a hard-coded credential")
+			return err
+		},
 	}
 	for _, s := range steps {
 		if err := s(); err != nil {
