@@ -21,7 +21,7 @@ const (
 	// publishes it at GET /v1/keys.
 	AllowedSignersFile = "allowed_signers"
 	// GitTaggerEmail is the dev tagger, the principal in AllowedSignersFile.
-	GitTaggerEmail = "ciss@localhost"
+	GitTaggerEmail     = "ciss@localhost"
 	gitCredentialsFile = "git-credentials"
 )
 
