@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,6 +91,12 @@ func TestSAST(t *testing.T) {
 	ev := e.lastTaskResultOf("sast", done.Tasks[0].ID)
 	require.NoError(t, schemas.VerifyTaskResult(&ev, pubs...))
 	require.Equal(t, tag.Object, ev.Result.GitTag.Object, "the signed result names the tag")
+
+	// Provenance by commit: who vouched for it, with what evidence.
+	resp, b = e.admin.do(http.MethodGet, "/v1/provenance?repo="+url.QueryEscape(repo.URL)+"&commit="+repo.Clean, nil, nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", b)
+	require.Contains(t, string(b), `"name":"`+tag.Name+`"`)
+	require.Contains(t, string(b), rep.Digest)
 
 	// The CLI: --repo/--commit, waiting for the SARIF report; the re-run
 	// finds the existing tag instead of pushing a second one.
