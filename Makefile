@@ -25,7 +25,7 @@ trivy: ## the pinned Trivy CLI, built once into $(CISS_CACHE)
 	@deploy/tools/install-trivy.sh
 
 run: build ## the whole stack on loopback, in the foreground; Ctrl-C stops it
-	@trivy=$$(deploy/tools/install-trivy.sh) && $(BIN)/ciss-dev -trivy "$$trivy"
+	@trivy=$$(deploy/tools/install-trivy.sh) && gosec=$$(deploy/tools/install-gosec.sh) && $(BIN)/ciss-dev -trivy "$$trivy" -gosec "$$gosec"
 
 test: verify unit e2e ## everything CI runs
 
