@@ -27,6 +27,14 @@ type metrics struct {
 	// jobs they created.
 	webhookEvents prometheus.Counter
 	webhookJobs   prometheus.Counter
+	// Trials: shadow tasks published, canary jobs, comparisons made, each
+	// trial's aggregate (trial, measure), variance reports and alerts.
+	shadowsPublished *prometheus.CounterVec
+	canaryJobs       *prometheus.CounterVec
+	comparisons      *prometheus.CounterVec
+	trial            *prometheus.GaugeVec
+	variance         prometheus.Counter
+	varianceAlerts   prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -39,6 +47,13 @@ func newMetrics() *metrics {
 		webhookEvents: prometheus.NewCounter(prometheus.CounterOpts{Name: "ciss_dispatcher_webhook_events_total", Help: "Stored webhook events handled."}),
 		webhookJobs:   prometheus.NewCounter(prometheus.CounterOpts{Name: "ciss_dispatcher_webhook_jobs_total", Help: "Jobs created from webhook events."}),
 	}
+	m.shadowsPublished = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ciss_dispatcher_shadow_tasks_published_total", Help: "Shadow tasks published, per trial."}, []string{"trial"})
+	m.canaryJobs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ciss_dispatcher_canary_jobs_total", Help: "Jobs routed to a canary, per trial."}, []string{"trial"})
+	m.comparisons = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ciss_trial_comparisons_total", Help: "Primary/candidate comparisons made by this dispatcher, per trial."}, []string{"trial"})
+	m.trial = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ciss_trial", Help: "A trial's aggregate (GET /v1/trials/{name}): measure is jobs_compared, errors, both, only_primary, only_candidate, severity_disagreements, ignored, agreement_rate, precision, recall, error_rate, duration_ratio_p50, duration_ratio_p95, net_disagreement."}, []string{"trial", "measure"})
+	m.variance = prometheus.NewCounter(prometheus.CounterOpts{Name: "ciss_variance_reports_total", Help: "Variance reports published (a target scanned again)."})
+	m.varianceAlerts = prometheus.NewCounter(prometheus.CounterOpts{Name: "ciss_variance_alerts_total", Help: "Variance reports with new findings at or above the alert severity."})
+	m.reg.MustRegister(m.shadowsPublished, m.canaryJobs, m.comparisons, m.trial, m.variance, m.varianceAlerts)
 	m.reg.MustRegister(m.dispatched, m.finished, m.deadLetters, m.reloadErrors, m.webhookEvents, m.webhookJobs,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m

@@ -38,6 +38,9 @@ type Config struct {
 	NATSCredsFile, NATSCAFile, NATSCertFile, NATSKeyFile string
 	// RoutingFile is the routing YAML. Required.
 	RoutingFile string
+	// CatalogDir is the tool catalog (deploy/tekton). Optional: when set,
+	// routing that names a tool without a manifest there is rejected.
+	CatalogDir string
 	// SubscriptionsFile maps git webhook events to jobs (YAML; see package
 	// subscription). Optional: without it webhook events are consumed and
 	// create no job.
@@ -94,15 +97,21 @@ type Dispatcher struct {
 	// routingStamp identifies the routing file version in force, taken when it
 	// was read, so a change between New and Start is not mistaken for loaded.
 	routingStamp string
+	// routingAudit records the routing loaded by New, audited once connected.
+	routingAudit schemas.RoutingAudit
 	// subscriptions is the subscription set in force (empty without a file);
 	// subsStamp identifies its file version, like routingStamp.
 	subscriptions atomic.Pointer[subscription.Set]
 	subsStamp     string
 
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	jobs  *jobstore.Store
-	ready atomic.Bool
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	jobs *jobstore.Store
+	// trials, variance and reports back tool trials and variance tracking.
+	trials   jetstream.KeyValue
+	variance jetstream.KeyValue
+	reports  jetstream.ObjectStore
+	ready    atomic.Bool
 
 	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup
@@ -119,11 +128,11 @@ func New(cfg Config) (*Dispatcher, error) {
 		return nil, err
 	}
 	stamp := fileStamp(cfg.RoutingFile)
-	tab, err := route.Load(cfg.RoutingFile)
+	tab, audit, err := loadRouting(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("dispatcher: %w", err)
 	}
-	d := &Dispatcher{cfg: cfg, log: cfg.Logger, router: route.NewRouter(tab), met: newMetrics(), routingStamp: stamp}
+	d := &Dispatcher{cfg: cfg, log: cfg.Logger, router: route.NewRouter(tab), met: newMetrics(), routingStamp: stamp, routingAudit: audit}
 	subs := &subscription.Set{}
 	if cfg.SubscriptionsFile != "" {
 		d.subsStamp = fileStamp(cfg.SubscriptionsFile)
@@ -165,6 +174,10 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		return fmt.Errorf("dispatcher: bind %s: %w", schemas.BucketJobs, err)
 	}
 	d.jobs = jobstore.New(kv)
+	if err := d.bindTrials(ctx); err != nil {
+		nc.Close()
+		return err
+	}
 
 	runCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	d.cancel = cancel
@@ -190,8 +203,10 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		nc.Close()
 		return err
 	}
-	d.wg.Add(1)
+	d.wg.Add(2)
 	go func() { defer d.wg.Done(); d.watchRouting(runCtx) }()
+	go func() { defer d.wg.Done(); d.watchTrials(runCtx) }()
+	d.auditRouting(ctx, d.routingAudit)
 	d.ready.Store(true)
 	d.log.Info("dispatcher started", "nats", nc.ConnectedUrlRedacted(), "routing", d.cfg.RoutingFile,
 		"subscriptions", d.cfg.SubscriptionsFile, "subscription_rules", d.subscriptions.Load().Len())
@@ -395,14 +410,17 @@ func (d *Dispatcher) ReloadSubscriptions() bool {
 // ReloadRouting re-reads the routing file now. It reports whether the new
 // routing took effect; on error the old routing stays.
 func (d *Dispatcher) ReloadRouting() bool {
-	tab, err := route.Load(d.cfg.RoutingFile)
+	tab, audit, err := loadRouting(d.cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	defer d.auditRouting(ctx, audit)
 	if err != nil {
-		d.log.Error("routing reload rejected; keeping current routing", "err", err)
+		d.log.Error("routing reload rejected; keeping current routing", "err", err, "owner", audit.Owner)
 		d.met.reloadErrors.Add(1)
 		return false
 	}
 	d.router.Swap(tab)
-	d.log.Info("routing reloaded", "file", d.cfg.RoutingFile)
+	d.log.Info("routing reloaded", "file", d.cfg.RoutingFile, "digest", audit.Digest, "owner", audit.Owner, "trials", audit.Trials)
 	return true
 }
 

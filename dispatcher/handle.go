@@ -36,7 +36,7 @@ func (d *Dispatcher) handleJobRequested(ctx context.Context, msg jetstream.Msg) 
 	}
 	tool := primaryTool(job)
 	if tool == "" {
-		dec, err := d.router.Route(job.Type)
+		dec, err := d.router.RouteJob(job)
 		if errors.Is(err, route.ErrNoRoute) {
 			return d.finish(ctx, job.Tenant, job.ID, "", func(j *schemas.Job) {
 				j.Status = schemas.StatusFailed
@@ -45,13 +45,15 @@ func (d *Dispatcher) handleJobRequested(ctx context.Context, msg jetstream.Msg) 
 		} else if err != nil {
 			return err
 		}
-		tool = dec.Primary
 		job, err = d.jobs.Update(ctx, job.Tenant, job.ID, func(j *schemas.Job) error {
 			if j.Status.Terminal() || primaryTool(*j) != "" {
 				return jobstore.ErrUnchanged
 			}
-			j.Tool = tool
-			j.Tasks = append(j.Tasks, schemas.TaskRef{ID: schemas.TaskID(j.ID, tool), Tool: tool, Role: schemas.RolePrimary, Status: schemas.StatusQueued})
+			j.Tool = dec.Primary
+			j.Tasks = append(j.Tasks, schemas.TaskRef{ID: schemas.TaskID(j.ID, dec.Primary), Tool: dec.Primary, Role: schemas.RolePrimary, Status: schemas.StatusQueued, Trial: dec.Canary})
+			for _, sh := range dec.Shadows {
+				j.Tasks = append(j.Tasks, schemas.TaskRef{ID: schemas.TaskID(j.ID, sh.Tool), Tool: sh.Tool, Role: schemas.RoleShadow, Status: schemas.StatusQueued, Trial: sh.Trial})
+			}
 			j.UpdatedAt = time.Now().UTC()
 			return nil
 		})
@@ -62,6 +64,9 @@ func (d *Dispatcher) handleJobRequested(ctx context.Context, msg jetstream.Msg) 
 			return nil
 		}
 		tool = primaryTool(job)
+		if dec.Canary != "" {
+			d.met.canaryJobs.WithLabelValues(dec.Canary).Inc()
+		}
 	}
 	task := schemas.Task{
 		ID: schemas.TaskID(job.ID, tool), JobID: job.ID, Tenant: job.Tenant,
@@ -77,8 +82,42 @@ func (d *Dispatcher) handleJobRequested(ctx context.Context, msg jetstream.Msg) 
 		return fmt.Errorf("publish task %s: %w", task.ID, err)
 	}
 	d.met.dispatched.Add(1)
+	// Shadows go out right after the primary, on their own subjects and
+	// worker pools: in parallel with it, never ahead of it. A redelivered
+	// request republishes them too (JetStream drops the duplicates).
+	for _, ref := range job.Tasks {
+		if ref.Role != schemas.RoleShadow {
+			continue
+		}
+		sh := task
+		sh.ID, sh.Tool, sh.Role = ref.ID, ref.Tool, schemas.RoleShadow
+		sh.Timeout = schemas.Duration(d.shadowTimeout(job, ref.Tool))
+		sb, err := schemas.Marshal(schemas.TypeTaskRequested, d.cfg.Source, sh.ID, sh)
+		if err != nil {
+			return permanent(err)
+		}
+		if _, err := d.js.Publish(ctx, schemas.SubjectShadowTask(ref.Tool), sb, jetstream.WithMsgID(sh.ID)); err != nil {
+			return fmt.Errorf("publish shadow task %s: %w", sh.ID, err)
+		}
+		d.met.shadowsPublished.WithLabelValues(ref.Trial).Inc()
+	}
 	d.log.Info("job dispatched", "job", job.ID, "tenant", job.Tenant, "type", job.Type, "tool", tool, "lane", job.Lane)
 	return nil
+}
+
+// shadowTimeout is the timeout the current routing gives a job's shadow tool
+// (zero: the worker's default).
+func (d *Dispatcher) shadowTimeout(job schemas.Job, tool string) time.Duration {
+	dec, err := d.router.RouteJob(job)
+	if err != nil {
+		return 0
+	}
+	for _, sh := range dec.Shadows {
+		if sh.Tool == tool {
+			return sh.Timeout
+		}
+	}
+	return 0
 }
 
 func primaryTool(j schemas.Job) string {
@@ -169,10 +208,15 @@ func (d *Dispatcher) applyResult(ctx context.Context, r schemas.TaskResult) erro
 		return permanent(fmt.Errorf("task %s: unknown outcome %q", r.TaskID, r.Outcome))
 	}
 	if r.Role != schemas.RolePrimary {
-		_, err := d.jobs.Update(ctx, r.Tenant, r.JobID, func(j *schemas.Job) error {
+		job, err := d.jobs.Update(ctx, r.Tenant, r.JobID, func(j *schemas.Job) error {
 			return setTaskStatus(j, r.TaskID, status)
 		})
-		return err
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return permanent(err)
+		} else if err != nil {
+			return err
+		}
+		return d.afterResult(ctx, job, r)
 	}
 	err := d.finish(ctx, r.Tenant, r.JobID, r.TaskID, func(j *schemas.Job) {
 		j.Status = status
@@ -190,8 +234,14 @@ func (d *Dispatcher) applyResult(ctx context.Context, r schemas.TaskResult) erro
 	})
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return permanent(err)
+	} else if err != nil {
+		return err
 	}
-	return err
+	job, _, err := d.jobs.Get(ctx, r.Tenant, r.JobID)
+	if err != nil {
+		return err
+	}
+	return d.afterResult(ctx, job, r)
 }
 
 func setTaskStatus(j *schemas.Job, taskID string, s schemas.Status) error {

@@ -24,7 +24,7 @@ func TestNewConfigErrors(t *testing.T) {
 	good := filepath.Join(dir, "routing.yaml")
 	require.NoError(t, os.WriteFile(good, []byte(routingTrivy), 0o600))
 	bad := filepath.Join(dir, "bad.yaml")
-	require.NoError(t, os.WriteFile(bad, []byte("version: 2\n"), 0o600))
+	require.NoError(t, os.WriteFile(bad, []byte("version: 3\n"), 0o600))
 
 	tests := []struct {
 		name string

@@ -290,6 +290,9 @@ type TaskRef struct {
 	Tool   string   `json:"tool"`
 	Role   TaskRole `json:"role"`
 	Status Status   `json:"status"`
+	// Trial names the tool trial the task belongs to: a shadow's comparison,
+	// or the canary the primary task was routed by.
+	Trial string `json:"trial,omitempty"`
 }
 
 // Error is a machine-readable failure reason.
@@ -325,6 +328,9 @@ type Result struct {
 	Reports []Report `json:"reports"`
 	// DBVersion identifies the vulnerability database the tool used.
 	DBVersion string `json:"db_version,omitempty"`
+	// Findings is the stored FindingSet: the findings in the common model,
+	// for trials and variance tracking.
+	Findings *Report `json:"findings,omitempty"`
 	// Policy is the tenant policy's verdict, when the worker applies one.
 	Policy *PolicyDecision `json:"policy,omitempty"`
 	// ImageSignature is where the image's cosign signature and attestations

@@ -39,6 +39,11 @@ var wireTypes = []wireType{
 	{"cloudevent.v1.json", reflect.TypeFor[Event](), []string{"event-job-requested.json", "event-task-completed.json", "event-webhook-received.json"}},
 	{"webhook-event.v1.json", reflect.TypeFor[WebhookEvent](), []string{"webhook-event.json"}},
 	{"webhook-audit.v1.json", reflect.TypeFor[WebhookAudit](), []string{"webhook-audit.json", "webhook-audit-rejected.json"}},
+	{"findings.v1.json", reflect.TypeFor[FindingSet](), []string{"findings.json"}},
+	{"trial-comparison.v1.json", reflect.TypeFor[TrialComparison](), []string{"trial-comparison.json"}},
+	{"trial-report.v1.json", reflect.TypeFor[TrialReport](), []string{"trial-report.json"}},
+	{"variance-report.v1.json", reflect.TypeFor[VarianceReport](), []string{"variance-report.json"}},
+	{"routing-audit.v1.json", reflect.TypeFor[RoutingAudit](), []string{"routing-audit.json"}},
 }
 
 // eventData maps each event type to the schema and Go type of its data, as the
@@ -56,6 +61,9 @@ var eventData = map[string]struct {
 	TypeDeadLettered:    {"dead-letter.v1.json", reflect.TypeFor[DeadLetter]()},
 	TypeWebhookReceived: {"webhook-event.v1.json", reflect.TypeFor[WebhookEvent]()},
 	TypeWebhookAudited:  {"webhook-audit.v1.json", reflect.TypeFor[WebhookAudit]()},
+	TypeTrialCompared:   {"trial-comparison.v1.json", reflect.TypeFor[TrialComparison]()},
+	TypeVarianceChanged: {"variance-report.v1.json", reflect.TypeFor[VarianceReport]()},
+	TypeRoutingAudited:  {"routing-audit.v1.json", reflect.TypeFor[RoutingAudit]()},
 }
 
 const schemaBaseURI = "https://ciss.dev/schemas/"
@@ -223,6 +231,8 @@ func (d drift) fieldType(typ reflect.Type, node map[string]any, path string) {
 			want = "string"
 		case reflect.Bool:
 			want = "boolean"
+		case reflect.Float32, reflect.Float64:
+			want = "number"
 		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 			want = "integer"
 		case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:

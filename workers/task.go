@@ -43,7 +43,9 @@ func (w *Worker) handle(ctx context.Context, tool Tool, msg jetstream.Msg) {
 	}
 	log := w.log.With("task", task.ID, "tenant", task.Tenant, "attempt", attempt)
 
-	if st, err := w.jobStatus(ctx, task); err == nil && st.Terminal() {
+	// A shadow runs after its job finished (the primary is usually faster);
+	// only a cancelled job stops it.
+	if st, err := w.jobStatus(ctx, task); err == nil && st.Terminal() && (task.Role != schemas.RoleShadow || st == schemas.StatusCancelled) {
 		log.Info("job already finished; task skipped", "status", st)
 		_ = msg.Ack()
 		return
@@ -186,6 +188,13 @@ func (w *Worker) runTool(ctx context.Context, tool Tool, task schemas.Task) (res
 			return res, pinned, ver, err
 		}
 		result.Reports = append(result.Reports, rep)
+	}
+	if out.FindingsSource != "" {
+		rep, err := w.storeFindings(ctx, tool.Name(), out)
+		if err != nil {
+			return res, pinned, ver, err
+		}
+		result.Findings = &rep
 	}
 	res.Result = result
 	if b, err := json.Marshal(result); err == nil {
@@ -349,4 +358,24 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jetstr
 	}
 	w.log.Error("task dead-lettered", "seq", dl.Sequence, "reason", dl.Reason)
 	_ = msg.TermWithReason("undecodable")
+}
+
+// storeFindings stores a tool's findings as a FindingSet document, content
+// addressed like the reports.
+func (w *Worker) storeFindings(ctx context.Context, tool string, out Output) (schemas.Report, error) {
+	fs := out.Findings
+	if fs == nil {
+		fs = []schemas.Finding{}
+	}
+	b, err := json.Marshal(schemas.FindingSet{Tool: tool, Source: out.FindingsSource, Findings: fs})
+	if err != nil {
+		return schemas.Report{}, fmt.Errorf("encode findings: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	hexsum := hex.EncodeToString(sum[:])
+	name := "sha256/" + hexsum
+	if _, err := w.reports.PutBytes(ctx, name, b); err != nil {
+		return schemas.Report{}, fmt.Errorf("store findings: %w", err)
+	}
+	return schemas.Report{Format: schemas.FormatFindings, MediaType: schemas.MediaTypeFindings, Object: name, Digest: "sha256:" + hexsum, Size: int64(len(b))}, nil
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"ciss.dev/schemas"
 	"ciss.dev/workers/internal/runner"
 	"ciss.dev/workers/internal/summary"
 	"ciss.dev/workers/internal/tekton"
@@ -162,7 +163,7 @@ func (t *TaskTool) Run(ctx context.Context, in Input, dir string) (Output, error
 	}
 	_, err := t.backend.RunTask(ctx, tekton.Run{
 		Task: t.cat.Tasks[t.m.Task], Name: in.Task.ID, Params: params,
-		Workspaces: t.workspaces(out, in.Source), Timeout: in.Timeout, Dir: scratch,
+		Workspaces: t.workspaces(out, in.Source), Timeout: in.Timeout, Dir: scratch, Nice: shadowNice(in.Task),
 	})
 	if err != nil {
 		return Output{}, classifyRun(err)
@@ -189,6 +190,10 @@ func (t *TaskTool) Run(ctx context.Context, in Input, dir string) (Output, error
 			o.Summary, err = summary.SARIF(b)
 		case tekton.SummaryCycloneDX:
 			o.Summary, err = summary.CycloneDX(b)
+		}
+		if err == nil && r.Summary != "" {
+			o.FindingsSource = r.Summary
+			o.Findings, err = summary.Findings(r.Summary, b)
 		}
 		if err != nil {
 			return Output{}, fmt.Errorf("%s: %s report: %w", t.m.Name, r.Format, err)
@@ -238,4 +243,15 @@ func mergeSARIFFiles(out string, r tekton.Report) error {
 		return fmt.Errorf("report %s: merge: %w", r.Format, err)
 	}
 	return os.WriteFile(filepath.Join(out, r.Path), b, 0o600)
+}
+
+// ShadowNice is the CPU niceness shadow tasks (tool trials) run at: on a
+// busy host the candidate yields the CPU to the authoritative scans.
+const ShadowNice = 10
+
+func shadowNice(t schemas.Task) int {
+	if t.Role == schemas.RoleShadow {
+		return ShadowNice
+	}
+	return 0
 }

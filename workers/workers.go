@@ -62,6 +62,10 @@ type Input struct {
 type Output struct {
 	Summary schemas.Summary
 	Reports []OutputFile
+	// Findings are the findings in the common model, read by FindingsSource
+	// (summary.SourceTrivyJSON, summary.SourceSARIF); empty source: none.
+	Findings       []schemas.Finding
+	FindingsSource string
 }
 
 // OutputFile is a report file the tool wrote.
@@ -91,6 +95,10 @@ type Config struct {
 	// interactive 4, bulk 1. Lanes run in separate pools, so a bulk backlog
 	// never takes an interactive slot.
 	Concurrency map[schemas.Lane]int
+	// ShadowConcurrency is the number of shadow tasks (tool trials) run at
+	// once per tool; default 1. Shadows have their own pool, so a slow or
+	// hanging candidate never takes a slot of a job's authoritative task.
+	ShadowConcurrency int
 	// AckWait is how long a task may go without a heartbeat before JetStream
 	// redelivers it to another worker; default 30s. Heartbeats are sent every
 	// AckWait/3 while a task runs.
@@ -142,6 +150,10 @@ func (c *Config) validate() error {
 		}
 	}
 	c.Concurrency = conc
+	if c.ShadowConcurrency < 0 {
+		return fmt.Errorf("workers: Config.ShadowConcurrency %d: must not be negative", c.ShadowConcurrency)
+	}
+	c.ShadowConcurrency = cmp.Or(c.ShadowConcurrency, 1)
 	c.AckWait = cmp.Or(c.AckWait, 30*time.Second)
 	if c.AckWait < 3*time.Second {
 		return fmt.Errorf("workers: Config.AckWait %s: must be at least 3s", c.AckWait)
@@ -258,12 +270,20 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.stopFetch, w.abort = stopFetch, abort
 	for _, tool := range w.cfg.Tools {
 		for _, lane := range schemas.Lanes() {
-			if err := w.startPool(fetchCtx, runCtx, tool, lane); err != nil {
+			if err := w.startPool(fetchCtx, runCtx, tool, ConsumerName(tool.Name(), lane), schemas.SubjectTask(lane, tool.Name()),
+				fmt.Sprintf("%s tasks in the %s lane", tool.Name(), lane), w.cfg.Concurrency[lane]); err != nil {
 				stopFetch(err)
 				abort(err)
 				nc.Close()
 				return err
 			}
+		}
+		if err := w.startPool(fetchCtx, runCtx, tool, ShadowConsumerName(tool.Name()), schemas.SubjectShadowTask(tool.Name()),
+			fmt.Sprintf("%s shadow tasks (trials)", tool.Name()), w.cfg.ShadowConcurrency); err != nil {
+			stopFetch(err)
+			abort(err)
+			nc.Close()
+			return err
 		}
 	}
 	w.ready.Store(true)
@@ -314,19 +334,22 @@ func ConsumerName(tool string, lane schemas.Lane) string {
 	return "worker-" + tool + "-" + string(lane)
 }
 
-func (w *Worker) startPool(fetchCtx, runCtx context.Context, tool Tool, lane schemas.Lane) error {
-	n := w.cfg.Concurrency[lane]
+// ShadowConsumerName is the durable consumer name for a tool's shadow tasks.
+func ShadowConsumerName(tool string) string { return "worker-" + tool + "-shadow" }
+
+func (w *Worker) startPool(fetchCtx, runCtx context.Context, tool Tool, durable, subject, desc string, n int) error {
+	lane := durable
 	cons, err := w.js.CreateOrUpdateConsumer(fetchCtx, schemas.StreamTasks, jetstream.ConsumerConfig{
-		Durable:       ConsumerName(tool.Name(), lane),
-		Description:   fmt.Sprintf("%s tasks in the %s lane", tool.Name(), lane),
-		FilterSubject: schemas.SubjectTask(lane, tool.Name()),
+		Durable:       durable,
+		Description:   desc,
+		FilterSubject: subject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       w.cfg.AckWait,
 		MaxDeliver:    w.cfg.MaxDeliver,
 		MaxAckPending: 1024,
 	})
 	if err != nil {
-		return fmt.Errorf("workers: consumer for %s/%s: %w", tool.Name(), lane, err)
+		return fmt.Errorf("workers: consumer %s: %w", durable, err)
 	}
 	for range n {
 		w.wg.Add(1)

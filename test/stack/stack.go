@@ -312,7 +312,7 @@ func (s *Stack) args(c string) []string {
 			"-webhook-addr", s.cfg.WebhookAddr, "-webhook-config", filepath.Join(s.cfg.Dir, webhookConfigFile),
 			"-signing-public-keys", s.SigningPublicKeyFile)
 	case Dispatcher:
-		a = append(a, "-routing", s.cfg.RoutingFile, "-subscriptions", s.SubscriptionsFile)
+		a = append(a, "-routing", s.cfg.RoutingFile, "-subscriptions", s.SubscriptionsFile, "-catalog", s.cfg.TasksDir)
 	case Worker:
 		a = append(a, "-tasks-dir", s.cfg.TasksDir, "-trivy", s.cfg.Trivy, "-trivy-cache-dir", s.DB.CacheDir, "-work-dir", s.workDir(),
 			"-signing-key", s.SigningKeyFile)

@@ -33,6 +33,7 @@ func run() error {
 	fs.StringVar(&cfg.NATSCertFile, "nats-cert", os.Getenv("CISS_NATS_CERT"), "client certificate for NATS TLS [CISS_NATS_CERT]")
 	fs.StringVar(&cfg.NATSKeyFile, "nats-key", os.Getenv("CISS_NATS_KEY"), "client key for NATS TLS [CISS_NATS_KEY]")
 	fs.StringVar(&cfg.RoutingFile, "routing", os.Getenv("CISS_ROUTING"), "routing YAML file (required) [CISS_ROUTING]")
+	fs.StringVar(&cfg.CatalogDir, "catalog", os.Getenv("CISS_CATALOG"), "tool catalog directory (deploy/tekton); when set, routing naming a tool without a manifest there is rejected [CISS_CATALOG]")
 	fs.StringVar(&cfg.SubscriptionsFile, "subscriptions", os.Getenv("CISS_SUBSCRIPTIONS"), "webhook subscriptions YAML file: which git events create which jobs [CISS_SUBSCRIPTIONS]")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", os.Getenv("CISS_DISPATCHER_ADMIN_ADDR"), "admin HTTP address, - to disable (default 127.0.0.1:9444) [CISS_DISPATCHER_ADMIN_ADDR]")
 	fs.StringVar(&ackWait, "ack-wait", envOr("CISS_DISPATCHER_ACK_WAIT", "30s"), "redelivery timeout [CISS_DISPATCHER_ACK_WAIT]")

@@ -66,7 +66,7 @@ func TestParseRejects(t *testing.T) {
 		in   string
 		want string // substring of the error
 	}{
-		{"version 2", "version: 2\ntools:\n" + tool("trivy") + "routes:\n" + route("trivy"), "version: got 2"},
+		{"version 3", "version: 3\ntools:\n" + tool("trivy") + "routes:\n" + route("trivy"), "version: got 3"},
 		{"version missing", "tools:\n" + tool("trivy"), "version: got 0"},
 		{"unknown top-level field", validRouting + "shadows: []\n", "shadows"},
 		{"unknown tool field", "version: 1\ntools:\n  - name: trivy\n    jobtypes: [image-scan]\n", "jobtypes"},
@@ -188,22 +188,27 @@ func FuzzParse(f *testing.F) {
 		if err := yaml.Unmarshal(b, &file); err != nil {
 			t.Fatalf("Parse accepted what yaml.Unmarshal rejects: %v", err)
 		}
-		if file.Version != 1 {
+		if file.Version != 1 && file.Version != 2 {
 			t.Fatalf("accepted version %d", file.Version)
 		}
-		for jt, d := range tab.routes {
-			if !slices.Contains(schemas.KnownJobTypes(), jt) {
-				t.Fatalf("routes unknown job type %q", jt)
-			}
-			if !schemas.ValidToken(d.Primary) {
-				t.Fatalf("routes %q to invalid tool name %q", jt, d.Primary)
-			}
-			i := slices.IndexFunc(file.Tools, func(tl Tool) bool { return tl.Name == d.Primary })
-			if i < 0 {
-				t.Fatalf("routes %q to undeclared tool %q", jt, d.Primary)
-			}
-			if !slices.Contains(file.Tools[i].JobTypes, jt) {
-				t.Fatalf("routes %q to tool %q that does not serve it", jt, d.Primary)
+		for jt, ds := range tab.routes {
+			for _, d := range ds {
+				if !slices.Contains(schemas.KnownJobTypes(), jt) {
+					t.Fatalf("routes unknown job type %q", jt)
+				}
+				if !schemas.ValidToken(d.Primary) {
+					t.Fatalf("routes %q to invalid tool name %q", jt, d.Primary)
+				}
+				i := slices.IndexFunc(file.Tools, func(tl Tool) bool { return tl.Name == d.Primary })
+				if i < 0 {
+					t.Fatalf("routes %q to undeclared tool %q", jt, d.Primary)
+				}
+				if !slices.Contains(file.Tools[i].JobTypes, jt) {
+					t.Fatalf("routes %q to tool %q that does not serve it", jt, d.Primary)
+				}
+				if d.Canary != nil && (d.Canary.Percent < 0 || d.Canary.Percent > 100) {
+					t.Fatalf("accepted canary percent %v", d.Canary.Percent)
+				}
 			}
 		}
 		for _, jt := range schemas.KnownJobTypes() {

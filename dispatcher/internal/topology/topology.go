@@ -93,7 +93,9 @@ func Streams(c Config) []jetstream.StreamConfig {
 	audit.MaxAge = c.RetainAudit
 	audit.MaxBytes = c.AuditMaxBytes
 	audit.AllowDirect = true // the gateway's audit API reads by sequence
-	return []jetstream.StreamConfig{jobs, tasks, results, dlq, adv, webhooks, audit}
+	trials := base(schemas.StreamTrials, "CISS tool trial comparisons and variance reports, to follow live or replay",
+		schemas.SubjectTrialsPrefix+".>", schemas.SubjectVariancePrefix+".>", schemas.SubjectVarianceAlertPrefix+".>")
+	return []jetstream.StreamConfig{jobs, tasks, results, dlq, adv, webhooks, audit, trials}
 }
 
 // Ensure creates or updates every stream, bucket and object store of the
@@ -135,6 +137,15 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
 		Replicas:     c.Replicas,
 	}); err != nil {
 		return fmt.Errorf("ensure kv %s: %w", schemas.BucketWebhookDeliveries, err)
+	}
+	for _, kv := range []jetstream.KeyValueConfig{
+		{Bucket: schemas.BucketTrials, Description: "CISS tool trials: task results (res.<job>.<tool>), comparisons (cmp.<trial>.<job>), reports (report.<trial>)"},
+		{Bucket: schemas.BucketVariance, Description: "CISS last scan findings per target, key <tenant>.<sha256(target)>"},
+	} {
+		kv.History, kv.TTL, kv.Storage, kv.Replicas = 1, c.Retain, jetstream.FileStorage, c.Replicas
+		if _, err := js.CreateOrUpdateKeyValue(ctx, kv); err != nil {
+			return fmt.Errorf("ensure kv %s: %w", kv.Bucket, err)
+		}
 	}
 	if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:      schemas.ObjectReports,

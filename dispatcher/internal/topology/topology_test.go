@@ -21,7 +21,7 @@ func TestStreamsDefaults(t *testing.T) {
 		require.Equal(t, jetstream.FileStorage, sc.Storage, sc.Name)
 		require.Equal(t, 10*time.Minute, sc.Duplicates, sc.Name)
 	}
-	require.Len(t, byName, 7)
+	require.Len(t, byName, 8)
 	require.Equal(t, jetstream.WorkQueuePolicy, byName[schemas.StreamTasks].Retention)
 	require.Equal(t, 30*24*time.Hour, byName[schemas.StreamDeadLetter].MaxAge)
 	require.Equal(t, 7*24*time.Hour, byName[schemas.StreamJobs].MaxAge)

@@ -132,6 +132,8 @@ func routeTable() []route {
 		{"DELETE /v1/jobs/{id}", policy.ActionSubmit, (*Handler).cancel},
 		{"GET /v1/jobs/{id}/result", policy.ActionRead, (*Handler).result},
 		{"GET /v1/audit/webhooks", policy.ActionAudit, (*Handler).auditWebhooks},
+		{"GET /v1/trials", policy.ActionAudit, (*Handler).listTrials},
+		{"GET /v1/trials/{name}", policy.ActionAudit, (*Handler).getTrial},
 		{"GET /v1/keys", policy.ActionRead, (*Handler).keys},
 		{"GET /v1/provenance", policy.ActionRead, (*Handler).provenance},
 	}

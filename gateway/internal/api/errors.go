@@ -167,6 +167,8 @@ func toProblem(err error) problem.Problem {
 		p := problem.New(http.StatusMethodNotAllowed, "method-not-allowed", "Method not allowed", mna.Error())
 		p.Allow = mna.Allow
 		return p
+	case errors.Is(err, jobstore.ErrTrialNotFound):
+		return problem.New(http.StatusNotFound, "trial-not-found", "Trial not found", err.Error())
 	case errors.Is(err, ErrJobNotFound), errors.Is(err, jobstore.ErrNotFound):
 		return problem.New(http.StatusNotFound, "job-not-found", "Job not found", ErrJobNotFound.Error())
 	case errors.Is(err, ErrUnsupportedMediaType):

@@ -12,7 +12,10 @@
 //  4. submit→succeeded→SARIF latency of -n sequential interactive scans of the
 //     clean demo image without cache, as a ratio to running the worker's Trivy
 //     command lines directly;
-//  5. the same with a result cache hit.
+//  5. the same with a result cache hit;
+//  6. the overhead of a shadow trial: -shadow-n interactive cache-off jobs
+//     at concurrency -shadow-c, in alternating blocks without and with a
+//     shadow (a second full Trivy scan per job), on a third stack.
 //
 // It prints a markdown table (with machine information) for a closing note and
 // exits non-zero when any phase had errors. `make bench` runs it with
@@ -68,6 +71,8 @@ type options struct {
 	binDir      string
 	trivy       string
 	timeout     time.Duration
+	shadowN     int
+	shadowConc  int
 }
 
 func parseOptions(args []string) (options, error) {
@@ -87,7 +92,9 @@ func parseOptions(args []string) (options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (it is always kept on failure)")
 	fs.StringVar(&o.binDir, "bin-dir", os.Getenv("CISS_BIN_DIR"), "directory with ciss-gateway, ciss-dispatcher, ciss-worker; empty builds them [CISS_BIN_DIR]")
 	fs.StringVar(&o.trivy, "trivy", os.Getenv("CISS_TRIVY"), "trivy binary [CISS_TRIVY]")
-	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "bound on the whole run")
+	fs.DurationVar(&o.timeout, "timeout", 8*time.Minute, "bound on the whole run")
+	fs.IntVar(&o.shadowN, "shadow-n", 32, "jobs of the shadow-overhead phase, split over four blocks (0 skips it)")
+	fs.IntVar(&o.shadowConc, "shadow-c", 4, "concurrency of the shadow-overhead phase")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -96,6 +103,8 @@ func parseOptions(args []string) (options, error) {
 		return o, errors.New("-trivy (CISS_TRIVY) is required: deploy/tools/install-trivy.sh prints the path")
 	case o.conc < 1 || o.conc > 1024:
 		return o, errors.New("-c must be 1..1024")
+	case o.shadowN < 0 || o.shadowN > 10000 || o.shadowConc < 1 || o.shadowConc > 64:
+		return o, errors.New("-shadow-n must be 0..10000 and -shadow-c 1..64")
 	case o.n < 1 || o.n > 1000:
 		return o, errors.New("-n must be 1..1000")
 	case o.dur <= 0 || o.pubDur <= 0 || o.maxSubmits < 1 || o.maxPubs < 1 || o.webhookDur < 0 || o.maxWebhooks < 1:
@@ -139,6 +148,7 @@ type results struct {
 	cached                         []jobTiming
 	e2eCPU                         cpuSnap
 	e2eElapsed                     time.Duration
+	shadow                         shadowResult
 
 	// errs lists every failure, by phase; non-empty means exit 1.
 	errs []string
@@ -397,6 +407,14 @@ func measure(ctx context.Context, r *results, tmp string, logs io.Writer) error 
 	}
 	if err := context.Cause(ctx); err != nil {
 		return err
+	}
+
+	// 6. Shadow overhead, on its own stack.
+	if o.shadowN > 0 {
+		closeStack()
+		if r.shadow, err = shadowOverhead(ctx, o, tmp, logs); err != nil {
+			r.fail("shadow", err)
+		}
 	}
 	return nil
 }

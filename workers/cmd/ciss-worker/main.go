@@ -53,6 +53,7 @@ func run() error {
 	fs.StringVar(&cfg.Name, "name", os.Getenv("CISS_WORKER_NAME"), "instance name in events (default host-pid) [CISS_WORKER_NAME]")
 	fs.IntVar(&interactive, "concurrency-interactive", 0, "tasks at once in the interactive lane, per tool (default 4)")
 	fs.IntVar(&bulk, "concurrency-bulk", 0, "tasks at once in the bulk lane, per tool (default 1)")
+	fs.IntVar(&cfg.ShadowConcurrency, "concurrency-shadow", 0, "shadow (trial) tasks at once, per tool, in their own pool (default 1)")
 	fs.StringVar(&ackWait, "ack-wait", envOr("CISS_WORKER_ACK_WAIT", "30s"), "redelivery timeout without heartbeat [CISS_WORKER_ACK_WAIT]")
 	fs.IntVar(&cfg.MaxDeliver, "max-deliver", 0, "deliveries of one task before its job fails (default 5)")
 	fs.StringVar(&taskTimeout, "task-timeout", envOr("CISS_WORKER_TASK_TIMEOUT", "10m"), "default time limit of one task [CISS_WORKER_TASK_TIMEOUT]")

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -49,6 +50,9 @@ type Spec struct {
 	Dir string
 	// Timeout bounds all steps together; zero means no bound beyond ctx.
 	Timeout time.Duration
+	// Nice, 1 to 19, runs every step at that lower CPU priority (through
+	// nice(1), so every thread and child inherits it); 0 keeps the worker's.
+	Nice int
 }
 
 // StepResult records a finished step.
@@ -132,7 +136,7 @@ func (l *Local) Run(ctx context.Context, spec Spec) (Outcome, error) {
 		defer cancel()
 	}
 	for _, st := range spec.Steps {
-		res, err := l.runStep(ctx, spec.Dir, st)
+		res, err := l.runStep(ctx, spec.Dir, spec.Nice, st)
 		out.Steps = append(out.Steps, res)
 		if err != nil {
 			return out, err
@@ -141,7 +145,7 @@ func (l *Local) Run(ctx context.Context, spec Spec) (Outcome, error) {
 	return out, nil
 }
 
-func (l *Local) runStep(ctx context.Context, dir string, st Step) (StepResult, error) {
+func (l *Local) runStep(ctx context.Context, dir string, nice int, st Step) (StepResult, error) {
 	res := StepResult{Name: st.Name}
 	if len(st.Command) == 0 {
 		return res, fmt.Errorf("step %s: no command", st.Name)
@@ -160,7 +164,14 @@ func (l *Local) runStep(ctx context.Context, dir string, st Step) (StepResult, e
 	}
 	limit := cmp.Or(l.MaxOutput, 1<<20)
 	stdout, stderr := &tailBuffer{max: limit}, &tailBuffer{max: limit}
-	cmd := exec.CommandContext(ctx, bin, append(st.Command[1:], st.Args...)...)
+	args := append(slices.Clone(st.Command[1:]), st.Args...)
+	if nice > 0 && nice < 20 {
+		if np, err := exec.LookPath("nice"); err == nil {
+			args = append([]string{"-n", strconv.Itoa(nice), bin}, args...)
+			bin = np
+		}
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = dir
 	pathEnv := strings.Join(append(slices.Clone(st.PathDirs), os.Getenv("PATH")), string(os.PathListSeparator))
 	cmd.Env = append([]string{"PATH=" + pathEnv, "HOME=" + dir, "TMPDIR=" + dir}, st.Env...)

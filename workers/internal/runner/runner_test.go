@@ -294,3 +294,23 @@ func TestBinaryTieIsDeterministic(t *testing.T) {
 		require.Equal(t, first, got)
 	}
 }
+
+// TestRunNice: a spec with Nice runs its steps (and their children) at that
+// niceness, relative to the worker's own.
+func TestRunNice(t *testing.T) {
+	t.Parallel()
+	own, err := syscall.Getpriority(syscall.PRIO_PROCESS, 0)
+	require.NoError(t, err)
+	// The raw getpriority syscall answers 20 - nice.
+	base := 20 - own
+	prio := func(nice int) int {
+		out, err := shell().Run(t.Context(), Spec{Dir: t.TempDir(), Nice: nice, Steps: []Step{
+			script("prio", `sh -c 'cut -d" " -f19 /proc/$$/stat'`)}})
+		require.NoError(t, err)
+		n, err := strconv.Atoi(strings.TrimSpace(string(out.Steps[0].Stdout)))
+		require.NoError(t, err)
+		return n
+	}
+	require.Equal(t, base, prio(0))
+	require.Equal(t, min(base+10, 19), prio(10))
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,7 +46,7 @@ func vaultDev(t *testing.T, key string) (addr, token string) {
 	token = "ciss-test-root"
 	cmd := exec.Command(bin, "server", "-dev", "-dev-listen-address="+hostport, "-dev-root-token-id="+token, "-dev-no-store-token")
 	cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "VAULT_DISABLE_MLOCK=true")
-	var out bytes.Buffer
+	var out lockedBuffer // written by the process's copier, read here
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	require.NoError(t, cmd.Start())
@@ -79,7 +80,9 @@ func vaultDev(t *testing.T, key string) (addr, token string) {
 		if code == http.StatusOK {
 			break
 		}
-		require.True(t, time.Now().Before(deadline), "vault not ready in 60s: %s", out.String())
+		if time.Now().After(deadline) {
+			t.Fatalf("vault not ready in 60s: %s", out.String())
+		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	code, b := call(http.MethodPost, "/v1/sys/mounts/transit", map[string]string{"type": "transit"})
@@ -137,4 +140,22 @@ func TestVaultTransitKey(t *testing.T) {
 func fileExists(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && !fi.IsDir()
+}
+
+// lockedBuffer is a bytes.Buffer safe for one writer and concurrent readers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

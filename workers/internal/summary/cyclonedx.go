@@ -88,3 +88,47 @@ func rank(sev string) int {
 	}
 	return 0
 }
+
+// cycloneDXFindings reads a BOM's vulnerabilities into the common model: one
+// finding per affected component (by bom-ref), with the highest rating.
+func cycloneDXFindings(b []byte) ([]schemas.Finding, error) {
+	var bom cdx.BOM
+	if err := cdx.NewBOMDecoder(bytes.NewReader(b), cdx.BOMFileFormatJSON).Decode(&bom); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNotCycloneDX, err)
+	}
+	if bom.Vulnerabilities == nil {
+		return nil, nil
+	}
+	comps := map[string]cdx.Component{}
+	if bom.Components != nil {
+		for _, c := range *bom.Components {
+			comps[c.BOMRef] = c
+		}
+	}
+	var fs []schemas.Finding
+	for _, v := range *bom.Vulnerabilities {
+		worst := ""
+		if v.Ratings != nil {
+			for _, r := range *v.Ratings {
+				if rank(string(r.Severity)) > rank(worst) {
+					worst = string(r.Severity)
+				}
+			}
+		}
+		f := schemas.Finding{ID: v.ID, Severity: severity(worst)}
+		if v.Affects == nil || len(*v.Affects) == 0 {
+			fs = append(fs, f)
+			continue
+		}
+		for _, a := range *v.Affects {
+			g := f
+			if c, ok := comps[a.Ref]; ok {
+				g.Package, g.Version = c.Name, c.Version
+			} else {
+				g.Package = a.Ref
+			}
+			fs = append(fs, g)
+		}
+	}
+	return fs, nil
+}

@@ -43,3 +43,11 @@ func SARIF(b []byte) (schemas.Summary, error) {
 	}
 	return s, nil
 }
+
+// sarifRule is the part of a SARIF rule the finding model reads.
+type sarifRule struct {
+	ID         string `json:"id"`
+	Properties struct {
+		SecuritySeverity string `json:"security-severity"`
+	} `json:"properties"`
+}

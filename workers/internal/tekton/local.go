@@ -29,6 +29,8 @@ type Run struct {
 	Timeout time.Duration
 	// Dir is a scratch directory for results and scripts; it must exist.
 	Dir string
+	// Nice lowers the steps' CPU priority (runner.Spec.Nice); 0 keeps it.
+	Nice int
 }
 
 // Outcome is what a successful run produced.
@@ -78,7 +80,7 @@ func (l *Local) RunTask(ctx context.Context, r Run) (Outcome, error) {
 			return Outcome{}, err
 		}
 	}
-	spec := runner.Spec{Dir: filepath.Join(r.Dir, "work"), Timeout: r.Timeout}
+	spec := runner.Spec{Dir: filepath.Join(r.Dir, "work"), Timeout: r.Timeout, Nice: r.Nice}
 	for i, st := range r.Task.Spec.Steps {
 		step, err := l.step(r, vars, i, st)
 		if err != nil {

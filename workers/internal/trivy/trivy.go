@@ -14,6 +14,10 @@ import (
 // Finding is one vulnerability in the report.
 type Finding struct {
 	ID, Package, InstalledVersion, Severity string
+	// Aliases are the vendor ids of the same vulnerability (GHSA-…).
+	Aliases []string
+	// PkgPath is the file a language package was found in; empty for OS packages.
+	PkgPath string
 }
 
 // report is the part of Trivy's JSON report CISS reads.
@@ -21,10 +25,12 @@ type report struct {
 	SchemaVersion int `json:"SchemaVersion"`
 	Results       []struct {
 		Vulnerabilities []struct {
-			VulnerabilityID  string `json:"VulnerabilityID"`
-			PkgName          string `json:"PkgName"`
-			InstalledVersion string `json:"InstalledVersion"`
-			Severity         string `json:"Severity"`
+			VulnerabilityID  string   `json:"VulnerabilityID"`
+			PkgName          string   `json:"PkgName"`
+			InstalledVersion string   `json:"InstalledVersion"`
+			Severity         string   `json:"Severity"`
+			VendorIDs        []string `json:"VendorIDs"`
+			PkgPath          string   `json:"PkgPath"`
 		} `json:"Vulnerabilities"`
 	} `json:"Results"`
 }
@@ -41,7 +47,8 @@ func ParseReport(b []byte) ([]Finding, error) {
 	var fs []Finding
 	for _, res := range r.Results {
 		for _, v := range res.Vulnerabilities {
-			fs = append(fs, Finding{ID: v.VulnerabilityID, Package: v.PkgName, InstalledVersion: v.InstalledVersion, Severity: v.Severity})
+			fs = append(fs, Finding{ID: v.VulnerabilityID, Package: v.PkgName, InstalledVersion: v.InstalledVersion, Severity: v.Severity,
+				Aliases: v.VendorIDs, PkgPath: v.PkgPath})
 		}
 	}
 	return fs, nil
