@@ -124,6 +124,13 @@ func (w *Worker) runSourceTool(ctx context.Context, tool Tool, task schemas.Task
 		}
 		result.Reports = append(result.Reports, rep)
 	}
+	if out.FindingsSource != "" {
+		rep, err := w.storeFindings(ctx, tool.Name(), out)
+		if err != nil {
+			return res, ver, err
+		}
+		result.Findings = &rep
+	}
 	res.Result = result
 	if b, err := json.Marshal(result); err == nil {
 		if _, err := w.cache.Put(ctx, key, b); err != nil {
