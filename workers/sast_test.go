@@ -115,6 +115,8 @@ func TestSASTTagsOnlyTheCleanCommit(t *testing.T) {
 	require.False(t, res.Policy.Passed)
 	require.Contains(t, res.Policy.Reason, "not tagged")
 	require.Contains(t, strings.Join(res.Policy.Blocking, ","), "G101@main.go:6")
+	require.Contains(t, strings.Join(res.Policy.Blocking, ","), "github-pat@token.go:4", "Trivy's secret scanner ran")
+	require.GreaterOrEqual(t, res.Summary.Critical, 1, "Trivy rates a GitHub token CRITICAL")
 	require.Nil(t, res.GitTag)
 	rep, ok := res.ReportFor(schemas.FormatSARIF)
 	require.True(t, ok)

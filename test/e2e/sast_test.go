@@ -71,6 +71,7 @@ func TestSAST(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
 	require.Equal(t, schemas.MediaTypeSARIF, resp.Header.Get("Content-Type"))
 	require.Contains(t, string(body), `"ruleId": "G101"`)
+	require.Contains(t, string(body), `"ruleId": "github-pat"`, "Trivy's secret scanner ran")
 	out, err := gitVerifyTag(t, repo.URL, e.s.Git.User, e.s.Git.Password, allowed, "ciss/sast/"+repo.Vulnerable[:12])
 	require.Error(t, err, "the failing commit has no tag: %s", out)
 

@@ -77,8 +77,9 @@ func (g *GitServer) RepoURL(name string) string { return g.URL + "/" + name + ".
 // SASTRepo is a repository with a commit gosec flags and a clean one.
 type SASTRepo struct {
 	URL string
-	// Vulnerable has a hard-coded credential (gosec G101, HIGH); Clean,
-	// its child, removes it.
+	// Vulnerable has a hard-coded credential (gosec G101, HIGH) and a
+	// GitHub token (Trivy secret github-pat, CRITICAL); Clean, its child,
+	// removes both.
 	Vulnerable, Clean string
 }
 
@@ -112,6 +113,11 @@ func (g *GitServer) NewSASTRepo(name string) (SASTRepo, error) {
 		func() error {
 			return write("main.go", "package main\n\nimport \"fmt\"\n\n// dbPassword is a planted finding (gosec G101).\nconst dbPassword = \"f62e5bcda4fae4f82370da0c6f20697b8f8447ef\"\n\nfunc main() { fmt.Println(len(dbPassword)) }\n")
 		},
+		// A GitHub token shape Trivy's secret scanner reports (github-pat,
+		// CRITICAL); built here so this source file holds no such literal.
+		func() error {
+			return write("token.go", "package main\n\n// botToken is a planted secret (Trivy github-pat).\nvar botToken = \"ghp_"+"Zx9q7Lm2Pw4Rt6Yv8Bn1Cd3Ef5Gh7Jk9Mn0Q\"\n")
+		},
 		func() error { _, err := run(work, "add", "."); return err },
 		func() error {
 			_, err := run(work, "commit", "-q", "-m", "app with a hard-coded credential")
@@ -128,6 +134,9 @@ func (g *GitServer) NewSASTRepo(name string) (SASTRepo, error) {
 		return SASTRepo{}, err
 	}
 	if err := write("main.go", "package main\n\nimport (\n\t\"fmt\"\n\t\"os\"\n)\n\nfunc main() { fmt.Println(len(os.Getenv(\"DB_PASSWORD\"))) }\n"); err != nil {
+		return SASTRepo{}, err
+	}
+	if _, err := run(work, "rm", "-q", "token.go"); err != nil {
 		return SASTRepo{}, err
 	}
 	if _, err := run(work, "commit", "-q", "-am", "read the credential from the environment"); err != nil {
