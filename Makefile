@@ -6,14 +6,15 @@ export CISS_CACHE ?= $(HOME)/.cache/ciss
 BIN         := $(CURDIR)/bin
 MODULES     := schemas gateway dispatcher workers test
 PKGS        := $(foreach m,$(MODULES),ciss.dev/$(m)/...)
-UNIT_PKGS   := $(filter-out ciss.dev/test/...,$(PKGS)) ciss.dev/test/fixture/... ciss.dev/test/stack/...
+UNIT_PKGS   := $(filter-out ciss.dev/test/...,$(PKGS)) ciss.dev/test/fixture/... ciss.dev/test/stack/... ciss.dev/test/vaultdev/...
 TRIVY        = $(shell deploy/tools/install-trivy.sh)
 COSIGN       = $(shell deploy/tools/install-cosign.sh)
 GOSEC        = $(shell deploy/tools/install-gosec.sh)
+VAULT        = $(shell deploy/tools/install-vault.sh)
 # Packages the gateway and dispatcher must never link (dependency isolation).
 FORBIDDEN   := github.com/aquasecurity/|github.com/sigstore/|github.com/tektoncd/|github.com/hashicorp/vault|github.com/nats-io/nats-server
 
-.PHONY: all build run test verify fmt vet depcheck gowork-off helm-check integrations-check unit e2e bench trivy fuzz clean
+.PHONY: all build run test verify fmt vet depcheck gowork-off helm-check integrations-check unit e2e k8s bench trivy vault fuzz clean
 
 all: build
 
@@ -24,10 +25,13 @@ build: ## the component binaries, the ciss client and the dev launcher, into bin
 trivy: ## the pinned Trivy CLI, built once into $(CISS_CACHE)
 	@deploy/tools/install-trivy.sh
 
-run: build ## the whole stack on loopback, in the foreground; Ctrl-C stops it
-	@trivy=$$(deploy/tools/install-trivy.sh) && gosec=$$(deploy/tools/install-gosec.sh) && $(BIN)/ciss-dev -trivy "$$trivy" -gosec "$$gosec"
+vault: ## the pinned Vault server (protected-action tests), built once into $(CISS_CACHE)
+	@deploy/tools/install-vault.sh
 
-test: verify unit e2e ## everything CI runs
+run: build ## the whole stack on loopback, in the foreground; Ctrl-C stops it
+	@trivy=$$(deploy/tools/install-trivy.sh) && vault=$$(deploy/tools/install-vault.sh) && gosec=$$(deploy/tools/install-gosec.sh) && $(BIN)/ciss-dev -trivy "$$trivy" -vault "$$vault" -gosec "$$gosec" $(CISS_DEV_ARGS)
+
+test: verify unit e2e k8s ## everything CI runs
 
 verify: fmt vet depcheck gowork-off helm-check integrations-check ## static checks, wire-format drift, deployment artefacts
 
@@ -36,6 +40,7 @@ fmt:
 
 vet:
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags k8s ciss.dev/test/k8s/... ciss.dev/test/e2e/...
 
 depcheck: ## schemas is stdlib-only; gateway and dispatcher never link scanners, signers, Tekton, Vault
 	@set -e; \
@@ -56,10 +61,15 @@ integrations-check: ## deploy/integrations: action.yml and the GitLab template t
 	@deploy/tools/lint-integrations.sh
 
 unit: ## unit and component tests, on real embedded NATS, registries and Trivy
-	CISS_TRIVY="$(TRIVY)" CISS_COSIGN="$(COSIGN)" CISS_GOSEC="$(GOSEC)" $(GO) test -race -count=1 -timeout 20m $(UNIT_PKGS)
+	CISS_TRIVY="$(TRIVY)" CISS_COSIGN="$(COSIGN)" CISS_VAULT="$(VAULT)" CISS_GOSEC="$(GOSEC)" $(GO) test -race -count=1 -timeout 20m $(UNIT_PKGS)
 
 e2e: build ## end-to-end tests against the real stack (binaries as processes; their logs print on failure)
-	CISS_TRIVY="$(TRIVY)" CISS_COSIGN="$(COSIGN)" CISS_GOSEC="$(GOSEC)" CISS_BIN_DIR="$(BIN)" $(GO) test -count=1 -timeout 30m -v ciss.dev/test/e2e/...
+	CISS_TRIVY="$(TRIVY)" CISS_COSIGN="$(COSIGN)" CISS_VAULT="$(VAULT)" CISS_GOSEC="$(GOSEC)" CISS_BIN_DIR="$(BIN)" $(GO) test -count=1 -timeout 30m -v ciss.dev/test/e2e/...
+
+k8s: build ## cluster backend on a real Kubernetes + Tekton on loopback (test/k8s; root; cold install ~11 min)
+	test/k8s/cluster.sh install
+	CISS_TRIVY="$(TRIVY)" CISS_BIN_DIR="$(BIN)" $(GO) test -tags k8s -count=1 -timeout 30m -v \
+		-run '^(TestClusterRunsTaskRun|TestBackendConformance|TestClusterBackend)$$' ciss.dev/test/k8s/... ciss.dev/test/e2e/...
 
 fuzz: ## a short run of every fuzz target
 	@set -e; for p in $$($(GO) list $(PKGS)); do \

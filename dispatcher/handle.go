@@ -73,6 +73,7 @@ func (d *Dispatcher) handleJobRequested(ctx context.Context, msg jetstream.Msg) 
 		Type: job.Type, Tool: tool, Role: schemas.RolePrimary,
 		Target: job.Target, Params: job.Params, Lane: job.Lane, Cache: job.Cache,
 		CreatedAt: time.Now().UTC(), Provenance: job.Provenance,
+		RequestedBy: job.RequestedBy,
 	}
 	b, err := schemas.Marshal(schemas.TypeTaskRequested, d.cfg.Source, task.ID, task)
 	if err != nil {

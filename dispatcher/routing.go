@@ -46,6 +46,10 @@ func loadRouting(cfg Config) (*route.Table, schemas.RoutingAudit, error) {
 	return tab, audit, nil
 }
 
+// builtinVaultTool is the name the workers register their protected-action tool
+// under (workers.VaultToolName; the dispatcher does not link the workers).
+const builtinVaultTool = "vault"
+
 // catalogManifest is the part of a CISS tool manifest (deploy/tekton/*.tool.yaml)
 // the dispatcher reads: it knows tools by name only, never runs them.
 type catalogManifest struct {
@@ -61,7 +65,9 @@ func checkCatalog(tab *route.Table, dir string) error {
 	if err != nil {
 		return fmt.Errorf("routing: catalog %s: %w", dir, err)
 	}
-	cat := map[string][]string{}
+	// The protected-action tool is built into the workers (ciss-worker
+	// -vault-addr), not a Tekton Task: it serves exactly the vault-* job types.
+	cat := map[string][]string{builtinVaultTool: schemas.VaultActionTypes()}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"ciss.dev/gateway/internal/api"
+	"ciss.dev/gateway/internal/guardrail"
 	"ciss.dev/gateway/internal/jobstore"
 	"ciss.dev/gateway/internal/metrics"
 	"ciss.dev/gateway/internal/mtls"
@@ -65,6 +66,9 @@ type Config struct {
 	// PolicyFile is the authorization policy (YAML; see package policy's format
 	// in testdata/policy.yaml).
 	PolicyFile string
+	// GuardrailsFile, if set, enables protected actions (vault-* job types)
+	// within these guardrails (YAML; see package guardrail). Unset: refused.
+	GuardrailsFile string
 
 	// NATSURL is the NATS server URL (comma-separated list allowed); default
 	// "nats://127.0.0.1:4222".
@@ -203,7 +207,8 @@ type Gateway struct {
 	stopReload context.CancelFunc
 	wg         sync.WaitGroup
 
-	webhooks    *webhook.File // nil when the receivers are disabled
+	guardrails  *guardrail.File // nil when protected actions are refused
+	webhooks    *webhook.File   // nil when the receivers are disabled
 	webhookSrv  *http.Server
 	webhookAddr string
 }
@@ -233,6 +238,9 @@ func New(cfg Config) (*Gateway, error) {
 		apiAddr:     cfg.APIAddr,
 		adminAddr:   cfg.AdminAddr,
 		webhookAddr: cfg.WebhookAddr,
+	}
+	if err := g.openGuardrails(); err != nil {
+		return nil, err
 	}
 	if err := g.openWebhooks(); err != nil {
 		return nil, err
@@ -291,6 +299,7 @@ func (g *Gateway) Start(ctx context.Context) (err error) {
 		Source:       g.cfg.Source,
 		MaxBodyBytes: g.cfg.MaxBodyBytes,
 		MaxWait:      g.cfg.MaxWait,
+		Guardrails:   g.guardrailsOrNil(),
 
 		PublicKeyFiles:     g.cfg.PublicKeyFiles,
 		AllowedSignersFile: g.cfg.AllowedSignersFile,
@@ -423,7 +432,7 @@ func (g *Gateway) AdminAddr() string {
 // load keeps its previous version in force; the returned error joins the
 // failures. New TLS material applies to new connections only.
 func (g *Gateway) Reload() error {
-	return errors.Join(g.reloadTLS(), g.reloadPolicy(), g.reloadWebhooks())
+	return errors.Join(g.reloadTLS(), g.reloadPolicy(), g.reloadWebhooks(), g.reloadGuardrails())
 }
 
 func (g *Gateway) reloadTLS() error {

@@ -56,6 +56,9 @@ func (g *Gateway) watchFiles(ctx context.Context) {
 	if g.webhooks != nil {
 		groups = append(groups, &group{paths: g.webhooks.Paths, reload: g.reloadWebhooks})
 	}
+	if g.guardrails != nil {
+		groups = append(groups, &group{paths: func() []string { return []string{g.guardrails.Path()} }, reload: g.reloadGuardrails})
+	}
 	for _, gr := range groups {
 		gr.last = stamp(gr.paths()...)
 	}

@@ -34,7 +34,9 @@ const (
 )
 
 // KnownJobTypes lists the job types the API accepts, in a stable order.
-func KnownJobTypes() []string { return []string{JobTypeImageScan, JobTypeSBOM, JobTypeSAST} }
+func KnownJobTypes() []string {
+	return []string{JobTypeImageScan, JobTypeSBOM, JobTypeSAST, JobTypeVaultAuthOnboard, JobTypeVaultNamespaceCreate, JobTypeVaultPolicyApply}
+}
 
 // Lane is a priority lane. Each lane has its own subjects, consumers and worker
 // concurrency, so a backlog in one lane never delays work in the other.
@@ -64,6 +66,9 @@ const (
 	StatusSucceeded Status = "succeeded"
 	StatusFailed    Status = "failed"
 	StatusCancelled Status = "cancelled"
+	// StatusPendingApproval is a protected action waiting for an approver; it is
+	// not dispatched until approved (POST /v1/jobs/{id}/approve).
+	StatusPendingApproval Status = "pending-approval"
 )
 
 // Terminal reports whether no further transition can happen from s.
@@ -74,7 +79,7 @@ func (s Status) Terminal() bool {
 // Valid reports whether s is a known status.
 func (s Status) Valid() bool {
 	switch s {
-	case StatusQueued, StatusRunning, StatusSucceeded, StatusFailed, StatusCancelled:
+	case StatusQueued, StatusRunning, StatusSucceeded, StatusFailed, StatusCancelled, StatusPendingApproval:
 		return true
 	}
 	return false
@@ -172,6 +177,15 @@ func (r *JobRequest) Validate() error {
 		} else if !commitRE.MatchString(r.Target.Commit) {
 			bad("target.commit", "must be a full 40-character lower-case hex commit SHA")
 		}
+	case JobTypeVaultAuthOnboard, JobTypeVaultNamespaceCreate, JobTypeVaultPolicyApply:
+		// Protected actions have no target; their params are checked by the one
+		// parser the gateway's guardrails and the worker's executor share.
+		if r.Target != (Target{}) {
+			bad("target", "must be empty for %s", r.Type)
+		}
+		if _, err := parseVaultAction(r.Type, "", r.Params); err != nil {
+			errs = append(errs, err)
+		}
 	default:
 		bad("type", "unknown job type %q; one of %s", r.Type, strings.Join(KnownJobTypes(), ", "))
 	}
@@ -246,6 +260,8 @@ type Job struct {
 	Status Status `json:"status"`
 	// RequestedBy is the identity (SPIFFE ID or certificate subject) that submitted it.
 	RequestedBy string `json:"requested_by"`
+	// ApprovedBy is the identity that approved a protected action that needed it.
+	ApprovedBy string `json:"approved_by,omitempty"`
 	// IdempotencyKey is the client's Idempotency-Key header, if any.
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
 	// RequestDigest is the sha256 of the normalised request, to tell a replay from

@@ -31,6 +31,9 @@ type Task struct {
 	CreatedAt time.Time `json:"created_at"`
 	// Provenance is the job's: the git event it was created from, if any.
 	Provenance *Provenance `json:"provenance,omitempty"`
+	// RequestedBy is the job's requester identity (SPIFFE ID or certificate
+	// subject), for audit records such as protected actions'.
+	RequestedBy string `json:"requested_by,omitempty"`
 }
 
 // TaskStarted is published by a worker when it starts (or restarts) a task.

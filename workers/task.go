@@ -127,6 +127,9 @@ func errorFor(err error) *schemas.Error {
 // run resolves the target, answers from the cache when allowed, else runs the
 // tool, stores its reports and fills the cache.
 func (w *Worker) run(ctx context.Context, tool Tool, task schemas.Task) (schemas.TaskResult, error) {
+	if schemas.IsVaultAction(task.Type) {
+		return w.runAction(ctx, tool, task)
+	}
 	started := time.Now()
 	if task.Type == schemas.JobTypeSAST {
 		res, _, err := w.runSourceTool(ctx, tool, task)

@@ -32,20 +32,33 @@ type CatalogConfig struct {
 	VersionTTL time.Duration
 	// MaxOutput bounds captured output per step; default 1 MiB.
 	MaxOutput int
+	// Cluster, when set, runs the Tasks as TaskRuns on a cluster instead of
+	// locally; Images and Workspaces are then unused.
+	Cluster *ClusterBackend
 }
 
 // LoadTools reads and validates the catalog and returns one Tool per manifest,
-// run by the local backend. Every `from:` workspace must be configured.
+// run by the local backend, or by cfg.Cluster when set. Every `from:` workspace
+// must be configured (a directory, or a PersistentVolumeClaim on a cluster).
 func LoadTools(ctx context.Context, cfg CatalogConfig) ([]Tool, error) {
 	cat, err := tekton.Load(ctx, cfg.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("workers: %w", err)
 	}
-	backend := &tekton.Local{Runner: &runner.Local{Images: cfg.Images, MaxOutput: cfg.MaxOutput}}
+	var backend tekton.Backend = &tekton.Local{Runner: &runner.Local{Images: cfg.Images, MaxOutput: cfg.MaxOutput}}
+	if cfg.Cluster != nil {
+		backend = cfg.Cluster.backend
+	}
 	var tools []Tool
 	for _, m := range cat.Tools {
 		for name, ws := range m.Workspaces {
 			if ws.From == "" {
+				continue
+			}
+			if cfg.Cluster != nil {
+				if _, ok := cfg.Cluster.claims[ws.From]; !ok {
+					return nil, fmt.Errorf("workers: tool %s: workspace %s needs a PersistentVolumeClaim for %q (-cluster-claims %s=CLAIM)", m.Name, name, ws.From, ws.From)
+				}
 				continue
 			}
 			dir, ok := cfg.Workspaces[ws.From]
@@ -102,7 +115,8 @@ func (t *TaskTool) Version(ctx context.Context) (ToolVersion, error) {
 	defer os.RemoveAll(dir)
 	out, err := t.backend.RunTask(ctx, tekton.Run{
 		Task: t.cat.Tasks[t.m.VersionTask], Name: t.m.Name + "-version", Dir: dir,
-		Workspaces: t.workspaces("", ""), Timeout: time.Minute,
+		Workspaces: t.workspaces("", ""), Timeout: time.Minute, Sources: t.sources(),
+		Owner: tekton.Owner{Tool: t.m.Name},
 	})
 	if err != nil {
 		return ToolVersion{}, fmt.Errorf("%s version: %w", t.m.Name, err)
@@ -116,6 +130,32 @@ func (t *TaskTool) Version(ctx context.Context) (ToolVersion, error) {
 	}
 	t.version, t.versionAt = v, time.Now()
 	return v, nil
+}
+
+// sources maps the Task's worker-provided workspaces to their data names.
+func (t *TaskTool) sources() map[string]string {
+	src := map[string]string{}
+	for name, b := range t.m.Workspaces {
+		if b.From != "" {
+			src[name] = b.From
+		}
+	}
+	return src
+}
+
+// output is the name of the manifest's output workspace and its report paths.
+func (t *TaskTool) output() (string, []string) {
+	var name string
+	for n, b := range t.m.Workspaces {
+		if b.Output {
+			name = n
+		}
+	}
+	var paths []string
+	for _, r := range t.m.Reports {
+		paths = append(paths, r.Path)
+	}
+	return name, paths
 }
 
 func (t *TaskTool) workspaces(output, source string) map[string]string {
@@ -161,9 +201,12 @@ func (t *TaskTool) Run(ctx context.Context, in Input, dir string) (Output, error
 			return Output{}, err
 		}
 	}
+	outName, reports := t.output()
 	_, err := t.backend.RunTask(ctx, tekton.Run{
 		Task: t.cat.Tasks[t.m.Task], Name: in.Task.ID, Params: params,
 		Workspaces: t.workspaces(out, in.Source), Timeout: in.Timeout, Dir: scratch, Nice: shadowNice(in.Task),
+		Output: outName, Reports: reports, Sources: t.sources(),
+		Owner: tekton.Owner{Tenant: in.Task.Tenant, Job: in.Task.JobID, Task: in.Task.ID, Tool: t.m.Name},
 	})
 	if err != nil {
 		return Output{}, classifyRun(err)
@@ -222,7 +265,7 @@ func classifyRun(err error) error {
 		return err
 	case errors.Is(err, runner.ErrTimeout):
 		return fmt.Errorf("%w: %w", ErrTimeout, err)
-	case errors.Is(err, runner.ErrUnmappedImage), errors.Is(err, tekton.ErrUnresolved):
+	case errors.Is(err, runner.ErrUnmappedImage), errors.Is(err, tekton.ErrUnresolved), errors.Is(err, tekton.ErrRunInvalid):
 		return fmt.Errorf("%w: %w", ErrPermanent, err)
 	}
 	return err

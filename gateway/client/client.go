@@ -226,6 +226,20 @@ func (c *Client) Cancel(ctx context.Context, id string) (*schemas.Job, error) {
 	return &job, nil
 }
 
+// Approve approves a protected action waiting in pending-approval and returns it,
+// now queued. The requester cannot approve their own job (403); a job not waiting
+// for approval answers a *APIError with status 409.
+func (c *Client) Approve(ctx context.Context, id string) (*schemas.Job, error) {
+	if err := checkID(id); err != nil {
+		return nil, err
+	}
+	var job schemas.Job
+	if err := c.doJSON(ctx, http.MethodPost, "/v1/jobs/"+id+"/approve", nil, nil, nil, http.StatusAccepted, &job, c.timeout); err != nil {
+		return nil, err
+	}
+	return &job, nil
+}
+
 // ListOptions filter and page GET /v1/jobs.
 type ListOptions struct {
 	// Status keeps only jobs in this status; empty keeps all.

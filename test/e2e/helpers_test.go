@@ -102,6 +102,7 @@ type env struct {
 	audit *client // acme, reader only
 	js    jetstream.JetStream
 	nc    *nats.Conn
+	logs  *logBuffer // the components' output
 }
 
 // newEnv starts a private stack for the test. args adds component flags.
@@ -138,7 +139,7 @@ func newEnvConfig(t *testing.T, cfg stack.Config) *env {
 			t.Logf("component logs:\n%s", out)
 		}
 	})
-	e := &env{t: t, s: s}
+	e := &env{t: t, s: s, logs: logs}
 	e.admin = e.clientFor(s.PKI.Client)
 	e.acme = e.newClient(fixture.ClientOpts{CommonName: "acme-ci", SPIFFEID: "spiffe://ciss.dev/tenant/acme/ci"})
 	e.audit = e.newClient(fixture.ClientOpts{CommonName: "acme-auditor", SPIFFEID: "spiffe://ciss.dev/tenant/acme/auditor"})

@@ -230,3 +230,22 @@ func readPids(dir string) (map[string]int, error) {
 	}
 	return pids, nil
 }
+
+// LogPods logs the tail of every container log the kubelet wrote (the way
+// to see a failed step's output: `kubectl logs` cannot reach the kubelet).
+func (c *Cluster) LogPods(t testing.TB) {
+	t.Helper()
+	_ = filepath.WalkDir(c.PodLogsDir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err == nil {
+			if len(b) > 4096 {
+				b = b[len(b)-4096:]
+			}
+			t.Logf("%s:\n%s", strings.TrimPrefix(path, c.PodLogsDir+"/"), b)
+		}
+		return nil
+	})
+}

@@ -35,6 +35,11 @@ TEKTON_CMDS=(controller entrypoint nop sidecarlogresults workingdirinit)
 # policy at IfNotPresent.
 IMG_PAUSE="ciss.local/k8s/pause:$K8S_VERSION"
 IMG_STEP="ciss.local/k8s/busybox:1"
+# The catalog's Trivy steps name aquasec/trivy:<version>; the cluster gets an
+# image of that name built from the project's own trivy (deploy/tools), so the
+# Tasks run unchanged and nothing is pulled.
+TRIVY_VERSION="${TRIVY_VERSION:-v0.69.0}"
+IMG_TRIVY="aquasec/trivy:${TRIVY_VERSION#v}"
 IMG_TEKTON="ciss.local/tekton" # + /<cmd>:$TEKTON_VERSION
 NODE_NAME="ciss-k8s"
 
@@ -233,6 +238,24 @@ build_images() {
   log "images built in $(since "$t0")"
 }
 
+# build_trivy_image builds IMG_TRIVY (busybox + the cached trivy binary) into
+# its own tarball: 250 MB that only changes with Trivy.
+build_trivy_image() {
+  local trivy; trivy=$(TRIVY_VERSION="$TRIVY_VERSION" "$root/deploy/tools/install-trivy.sh")
+  local stamp; stamp="$IMG_TRIVY $(sha256sum /bin/busybox "$trivy" "$here"/cmd/ciss-k8s-image/*.go | sha256sum | cut -c1-16)"
+  if [ -f "$imgdir/trivy.tar" ] && [ "$(cat "$imgdir/trivy.stamp" 2>/dev/null)" = "$stamp" ]; then
+    log "trivy image cached in $imgdir"
+    return
+  fi
+  local t0; t0=$(now)
+  mkdir -p "$imgdir"
+  (cd "$root/test" && go run ./k8s/cmd/ciss-k8s-image -out "$imgdir/trivy.tar.tmp" \
+    -busybox "$IMG_TRIVY=/bin/busybox,/usr/local/bin/trivy:$trivy") >&2
+  mv "$imgdir/trivy.tar.tmp" "$imgdir/trivy.tar"
+  echo "$stamp" > "$imgdir/trivy.stamp"
+  log "trivy image built in $(since "$t0")"
+}
+
 cmd_install() {
   need_root install
   need_cmds go apt-get dpkg-query sha256sum
@@ -241,6 +264,7 @@ cmd_install() {
   build_k8s
   build_tekton
   build_images
+  build_trivy_image
   log "install done in $(since "$t0")"
 }
 
@@ -473,6 +497,7 @@ cmd_up() {
   for c in "${K8S_CMDS[@]}"; do [ -x "$kdir/$c" ] || die "$kdir/$c missing: run $0 install"; done
   for c in "${TEKTON_CMDS[@]}"; do [ -x "$tdir/$c" ] || die "$tdir/$c missing: run $0 install"; done
   [ -f "$imgdir/images.tar" ] || die "$imgdir/images.tar missing: run $0 install"
+  [ -f "$imgdir/trivy.tar" ] || die "$imgdir/trivy.tar missing: run $0 install"
   if ls "$dir"/pids/*.pid >/dev/null 2>&1; then
     for c in "$dir"/pids/*.pid; do
       kill -0 "$(cat "$c")" 2>/dev/null && die "a cluster is already running in $dir (pid file $c): run $0 down $dir"
@@ -516,6 +541,7 @@ cmd_up() {
 KUBECONFIG=$dir/kubeconfig
 CISS_K8S_API=https://127.0.0.1:$api_port
 CISS_K8S_STEP_IMAGE=$IMG_STEP
+CISS_K8S_TRIVY_IMAGE=$IMG_TRIVY
 CISS_K8S_NODE=$NODE_NAME
 CISS_K8S_POD_LOGS=$dir/pod-logs
 CISS_K8S_CGROUP=$cgroup
@@ -552,6 +578,7 @@ ENV
     --allow-privileged=true --profiling=false
   # images while the apiserver starts
   ctr_ images import "$imgdir/images.tar" >/dev/null
+  ctr_ images import "$imgdir/trivy.tar" >/dev/null
   wait_for "kube-apiserver /readyz" 120 kc get --raw /readyz
   log "kube-apiserver ready in $(since "$t1")"
   start kube-controller-manager "$kdir/kube-controller-manager" --kubeconfig "$dir/kubeconfig" \

@@ -4,8 +4,6 @@ package k8s
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -76,14 +74,14 @@ func TestClusterRunsTaskRun(t *testing.T) {
 		}
 		select {
 		case <-ctx.Done():
-			logPods(t, c)
+			c.LogPods(t)
 			t.Fatalf("TaskRun %s not done after %s: %v", tr.Name, time.Since(runStart), cond)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
 	runTook := time.Since(runStart)
 	if !cond.IsTrue() {
-		logPods(t, c)
+		c.LogPods(t)
 		t.Fatalf("TaskRun %s: %s: %s", tr.Name, cond.Reason, cond.Message)
 	}
 	require.Len(t, tr.Status.Results, 1)
@@ -95,22 +93,4 @@ func TestClusterRunsTaskRun(t *testing.T) {
 	require.Empty(t, c.Leftovers())
 	t.Logf("timings: up %s (install check included), TaskRun %s, down %s",
 		upTook.Round(100*time.Millisecond), runTook.Round(100*time.Millisecond), time.Since(downStart).Round(100*time.Millisecond))
-}
-
-// logPods logs the tail of every container log the kubelet wrote.
-func logPods(t *testing.T, c *Cluster) {
-	t.Helper()
-	_ = filepath.WalkDir(c.PodLogsDir, func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return nil
-		}
-		b, err := os.ReadFile(path)
-		if err == nil {
-			if len(b) > 4096 {
-				b = b[len(b)-4096:]
-			}
-			t.Logf("%s:\n%s", strings.TrimPrefix(path, c.PodLogsDir+"/"), b)
-		}
-		return nil
-	})
 }

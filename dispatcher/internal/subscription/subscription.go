@@ -292,9 +292,20 @@ func compile(i int, s Subscription, names map[string]int) (compiled, error) {
 // fields, known placeholders, and a request that validates when expanded
 // for a sample event.
 func checkJob(j JobSpec) error {
+	if schemas.IsVaultAction(j.Type) {
+		// Protected actions need a requester's certificate identity and the
+		// gateway's guardrails: a webhook carries neither.
+		return &FieldError{Field: "type", Reason: fmt.Sprintf("%q is a protected action, which only a certificate holder can request through the API", j.Type)}
+	}
 	fields, ok := targetFields[j.Type]
 	if !ok {
-		return &FieldError{Field: "type", Reason: fmt.Sprintf("unknown job type %q; this CISS knows %s", j.Type, strings.Join(schemas.KnownJobTypes(), ", "))}
+		var known []string
+		for _, t := range schemas.KnownJobTypes() {
+			if !schemas.IsVaultAction(t) {
+				known = append(known, t)
+			}
+		}
+		return &FieldError{Field: "type", Reason: fmt.Sprintf("unknown job type %q; this CISS knows %s", j.Type, strings.Join(known, ", "))}
 	}
 	for _, f := range fields {
 		if j.Target[f] == "" {

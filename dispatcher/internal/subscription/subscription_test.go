@@ -145,6 +145,8 @@ func TestParseRejects(t *testing.T) {
 			`subscriptions[0].jobs[0].target.commit: is required for sast`},
 		{"sast repo with credentials", sub("    match: {events: [push]}\n    jobs: [{type: sast, target: {repo: \"https://bot:pw@{host}/{repo}.git\", commit: \"{commit}\"}}]"),
 			`credentials`},
+		{"protected actions never come from webhooks", sub("    match: {events: [push]}\n    jobs: [{type: vault-auth-onboard, target: {}, params: {name: x, auth_type: approle}}]"),
+			`subscriptions[0].jobs[0].type: "vault-auth-onboard" is a protected action`},
 		{"wrong version", "version: 2\nsubscriptions: []", "version: must be 1"},
 		{"unknown field", sub("    match: {events: [push], branch: main}" + job), "unknown field"},
 		{"no events", sub("    match: {}" + job), "match.events: needs at least one"},

@@ -64,6 +64,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io
 	fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "server private key, PEM (required)")
 	fs.StringVar(&cfg.ClientCAFile, "client-ca", "", "bundle of CAs trusted for client certificates, PEM (required)")
 	fs.StringVar(&cfg.PolicyFile, "policy", "", "authorization policy, YAML (required)")
+	fs.StringVar(&cfg.GuardrailsFile, "guardrails", "", "guardrails for protected actions (vault-* job types), YAML; unset refuses them")
 	fs.StringVar(&cfg.NATSURL, "nats-url", "", "NATS server URL(s), comma-separated (default "+gateway.DefaultNATSURL+")")
 	fs.StringVar(&cfg.NATSCredsFile, "nats-creds", "", "NATS user credentials file")
 	fs.StringVar(&cfg.NATSCAFile, "nats-ca", "", "CAs trusted for the NATS server, PEM")

@@ -88,6 +88,8 @@ type Config struct {
 	MaxBodyBytes int64
 	// MaxWait caps the ?wait= long-poll duration; default 60s.
 	MaxWait time.Duration
+	// Guardrails decide protected actions (vault-* job types); nil refuses them.
+	Guardrails Guardrails
 	// PublicKeyFiles are PEM files of the public keys workers sign with,
 	// published at GET /v1/keys; optional.
 	PublicKeyFiles []string
@@ -130,6 +132,7 @@ func routeTable() []route {
 		{"GET /v1/jobs", policy.ActionRead, (*Handler).list},
 		{"GET /v1/jobs/{id}", policy.ActionRead, (*Handler).get},
 		{"DELETE /v1/jobs/{id}", policy.ActionSubmit, (*Handler).cancel},
+		{"POST /v1/jobs/{id}/approve", policy.ActionApprove, (*Handler).approve},
 		{"GET /v1/jobs/{id}/result", policy.ActionRead, (*Handler).result},
 		{"GET /v1/audit/webhooks", policy.ActionAudit, (*Handler).auditWebhooks},
 		{"GET /v1/trials", policy.ActionAudit, (*Handler).listTrials},

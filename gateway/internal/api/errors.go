@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	"ciss.dev/gateway/internal/guardrail"
 	"ciss.dev/gateway/internal/jobstore"
 	"ciss.dev/gateway/internal/mtls"
 	"ciss.dev/gateway/internal/policy"
@@ -137,6 +138,7 @@ func toProblem(err error) problem.Problem {
 		mbe *http.MaxBytesError
 		whe *webhook.HeaderError
 		wpe *webhook.PayloadError
+		gd  *guardrail.Denied
 	)
 	switch {
 	case errors.Is(err, mtls.ErrNoClientCertificate):
@@ -145,6 +147,16 @@ func toProblem(err error) problem.Problem {
 		return problem.New(http.StatusForbidden, "forbidden", "Forbidden", err.Error())
 	case errors.As(err, &fe):
 		return problem.New(http.StatusForbidden, "forbidden", "Forbidden", fe.Error())
+	case errors.Is(err, ErrSelfApproval):
+		return problem.New(http.StatusForbidden, "self-approval", "Forbidden", err.Error())
+	case errors.As(err, &gd):
+		p := problem.New(http.StatusForbidden, "guardrail-denied", "Refused by the guardrails", gd.Error())
+		field := "guardrail." + gd.Rule
+		if gd.Field != "" {
+			field += "." + gd.Field
+		}
+		p.InvalidParams = []schemas.FieldError{{Field: field, Reason: gd.Reason}}
+		return p
 	case errors.Is(err, webhook.ErrUnauthenticated):
 		// The reason (which check failed) is audited, not told to the caller.
 		return problem.New(http.StatusUnauthorized, "webhook-unauthenticated", "Webhook not authenticated",

@@ -89,6 +89,16 @@ func (h *Handler) submit(w http.ResponseWriter, r *http.Request) error {
 		UpdatedAt:      now,
 	}
 	jobKey := schemas.JobKey(job.Tenant, job.ID)
+	pending := false
+	if schemas.IsVaultAction(job.Type) {
+		if pending, err = h.checkAction(r.Context(), c, &job); err != nil {
+			return err
+		}
+		if pending {
+			// Stored, not dispatched: POST /v1/jobs/{id}/approve publishes it.
+			job.Status = schemas.StatusPendingApproval
+		}
+	}
 
 	if key != "" {
 		ctx, cancel := opContext(r)
@@ -102,20 +112,18 @@ func (h *Handler) submit(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 
-	ev, err := schemas.Marshal(schemas.TypeJobRequested, h.cfg.Source, job.ID, job)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := opContext(r)
-	err = h.cfg.Store.Publish(ctx, schemas.SubjectJobRequested(job.Lane), job.ID, ev)
-	cancel()
-	if err != nil {
-		return err
+	if !pending {
+		if err := h.publishRequested(r, job); err != nil {
+			return err
+		}
 	}
 
-	ctx, cancel = opContext(r)
+	ctx, cancel := opContext(r)
 	defer cancel()
 	if _, err := h.cfg.Store.Create(ctx, jobKey, &job); err != nil {
+		if pending && !errors.Is(err, jobstore.ErrExists) {
+			return err // no event: the state is all there is
+		}
 		if !errors.Is(err, jobstore.ErrExists) {
 			// The event is durable; the dispatcher creates the state when missing.
 			h.cfg.Logger.Warn("job accepted but state not written", "job", job.ID, "tenant", job.Tenant, "err", err)
@@ -404,7 +412,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) error {
 	}
 	status := schemas.Status(q.Get("status"))
 	if status != "" && !status.Valid() {
-		return &ParamError{Name: "status", Reason: "must be one of queued, running, succeeded, failed, cancelled"}
+		return &ParamError{Name: "status", Reason: "must be one of queued, running, succeeded, failed, cancelled, pending-approval"}
 	}
 	cursor, err := decodeCursor(q.Get("page_token"))
 	if err != nil {

@@ -68,6 +68,7 @@ Commands:
   status ID      show a job (--wait: until it finishes)
   result ID      print a finished job's report
   cancel ID      cancel a queued or running job
+  approve ID     approve a protected action waiting for approval (approver role)
   jobs           list your tenant's jobs
 
 Connection (every command): --url, --cert, --key, --ca, or the environment:
@@ -116,6 +117,8 @@ func run(ctx context.Context, args []string, env *Env) error {
 		return cmdCancel(ctx, rest, env)
 	case "jobs":
 		return cmdJobs(ctx, rest, env)
+	case "approve":
+		return cmdApprove(ctx, rest, env)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(env.Stdout, usage)
 		return nil

@@ -382,7 +382,7 @@ func TestErrors(t *testing.T) {
 		{"no permission", with(cli.EnvCert, readerCert, cli.EnvKey, readerKey), nil, submit, cli.ExitUsage,
 			`ciss: identity CN=reader,O=Acme has no permission for submit: binding "acme-reader" does not allow submit` + "\n"},
 		{"unknown job type", b.env(), nil, []string{"submit", "dast", "--image", image}, cli.ExitUsage,
-			`ciss: the gateway refused the request: invalid request: type: unknown job type "dast"; one of image-scan, sbom, sast (HTTP 422)` + "\n"},
+			`ciss: the gateway refused the request: invalid request: type: unknown job type "dast"; one of image-scan, sbom, sast, vault-auth-onboard, vault-namespace-create, vault-policy-apply (HTTP 422)` + "\n"},
 		{"short commit", b.env(), nil, []string{"submit", "sast", "--repo", "https://git.example.com/a.git", "--commit", "abc123"}, cli.ExitUsage,
 			`ciss: the gateway refused the request: invalid request: target.commit: must be a full 40-character lower-case hex commit SHA (HTTP 422)` + "\n"},
 		{"repo with credentials", b.env(), nil, []string{"submit", "sast", "--repo", "https://bot:secret@git.example.com/a.git", "--commit", strings.Repeat("ab", 20)}, cli.ExitUsage,

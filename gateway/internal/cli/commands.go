@@ -405,7 +405,7 @@ func cmdJobs(ctx context.Context, args []string, env *Env) error {
 		limit          int
 	)
 	cn.register(fs, time.Minute)
-	fs.StringVar(&status, "status", "", "only jobs in this status: queued, running, succeeded, failed, cancelled")
+	fs.StringVar(&status, "status", "", "only jobs in this status: queued, running, succeeded, failed, cancelled, pending-approval")
 	fs.IntVar(&limit, "limit", 50, "at most this many jobs (1-200)")
 	fs.StringVar(&output, "output", outTable, "table or json")
 	if _, err := parse(fs, args, env); err != nil {
@@ -415,7 +415,7 @@ func cmdJobs(ctx context.Context, args []string, env *Env) error {
 		return &usageError{msg: fmt.Sprintf("--output %q: want table or json", output)}
 	}
 	if status != "" && !schemas.Status(status).Valid() {
-		return &usageError{msg: fmt.Sprintf("--status %q: want queued, running, succeeded, failed or cancelled", status)}
+		return &usageError{msg: fmt.Sprintf("--status %q: want queued, running, succeeded, failed, cancelled or pending-approval", status)}
 	}
 	c, err := cn.client(env)
 	if err != nil {

@@ -13,7 +13,7 @@
 //	      # o: "Acme"                  # any subject organization
 //	      # ou: "build"                # any subject organizational unit
 //	    tenant: acme                   # schemas.ValidToken: [a-z][a-z0-9-]{0,62}
-//	    roles: [submitter, reader]     # submitter, reader, admin
+//	    roles: [submitter, reader]     # submitter, reader, approver, admin
 //
 // Patterns use path.Match syntax: "*" matches any run of characters except "/",
 // "?" one character, "[...]" a class, "\\" escapes. So
@@ -23,7 +23,8 @@
 // rejected because it would match everyone.
 //
 // Roles: submitter may submit and cancel jobs (POST, DELETE); reader may read
-// jobs and results (GET); admin may do both.
+// jobs and results (GET); approver may read and approve protected actions
+// waiting for approval (never its own); admin may do all of it.
 package policy
 
 import (
@@ -48,6 +49,9 @@ const (
 	RoleSubmitter Role = "submitter"
 	RoleReader    Role = "reader"
 	RoleAdmin     Role = "admin"
+	// RoleApprover may approve protected actions waiting for approval in its
+	// tenant (never its own requests) and read jobs.
+	RoleApprover Role = "approver"
 )
 
 // Action is what a request does, as far as authorization is concerned.
@@ -62,6 +66,8 @@ const (
 	// ActionAudit is reading audit records, which are not tenant-scoped; only
 	// the admin role permits it.
 	ActionAudit
+	// ActionApprove is approving a protected action.
+	ActionApprove
 )
 
 // String names the action for logs and problem details.
@@ -73,6 +79,8 @@ func (a Action) String() string {
 		return "submit"
 	case ActionAudit:
 		return "audit"
+	case ActionApprove:
+		return "approve"
 	}
 	return fmt.Sprintf("Action(%d)", int(a))
 }
@@ -86,6 +94,8 @@ func (r Role) allows(a Action) bool {
 		return a == ActionSubmit
 	case RoleReader:
 		return a == ActionRead
+	case RoleApprover:
+		return a == ActionApprove || a == ActionRead
 	}
 	return false
 }
@@ -178,8 +188,8 @@ func (p *Policy) validate() error {
 			return bad("roles", "needs at least one of submitter, reader, admin")
 		}
 		for k, r := range b.Roles {
-			if r != RoleSubmitter && r != RoleReader && r != RoleAdmin {
-				return bad(fmt.Sprintf("roles[%d]", k), "unknown role %q; one of submitter, reader, admin", r)
+			if r != RoleSubmitter && r != RoleReader && r != RoleAdmin && r != RoleApprover {
+				return bad(fmt.Sprintf("roles[%d]", k), "unknown role %q; one of submitter, reader, approver, admin", r)
 			}
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"ciss.dev/test/stack"
+	"ciss.dev/test/vaultdev"
 )
 
 func main() {
@@ -29,6 +30,7 @@ func main() {
 func run() error {
 	var cfg stack.Config
 	var quiet bool
+	var vaultBin, vaultAddr string
 	fs := flag.NewFlagSet("ciss-dev", flag.ExitOnError)
 	fs.StringVar(&cfg.Dir, "dir", ".ciss/dev", "state directory (PKI, DB fixture, JetStream store)")
 	fs.StringVar(&cfg.BinDir, "bin-dir", "bin", "directory holding ciss-gateway, ciss-dispatcher, ciss-worker")
@@ -41,6 +43,12 @@ func run() error {
 	fs.StringVar(&cfg.RegistryAddr, "registry-addr", "127.0.0.1:5000", "loopback OCI registry address")
 	admin := fs.String("admin-addrs", "127.0.0.1:9443,127.0.0.1:9444,127.0.0.1:9445", "admin addresses of gateway,dispatcher,worker")
 	fs.BoolVar(&quiet, "quiet", false, "do not print component logs")
+	kubeconfig := fs.String("kubeconfig", "", "run the worker with the cluster backend (Tekton TaskRuns) on this cluster; default: local backend")
+	namespace := fs.String("namespace", "default", "cluster backend: namespace of the TaskRuns")
+	claims := fs.String("cluster-claims", "", "cluster backend: NAME=PVC,... (trivy-db=PVC holding the Trivy DB)")
+	helper := fs.String("helper-image", "", "cluster backend: image with sh and busybox wget for the report upload step")
+	fs.StringVar(&vaultBin, "vault", os.Getenv("CISS_VAULT"), "vault binary: runs a dev Vault and enables protected actions [CISS_VAULT]")
+	fs.StringVar(&vaultAddr, "vault-addr", "127.0.0.1:8200", "dev Vault listen address")
 	_ = fs.Parse(os.Args[1:])
 	if cfg.Trivy == "" {
 		return fmt.Errorf("-trivy is required (deploy/tools/install-trivy.sh prints the path)")
@@ -50,6 +58,10 @@ func run() error {
 		return fmt.Errorf("-admin-addrs: want 3 comma-separated addresses, got %q", *admin)
 	}
 	cfg.AdminAddrs = map[string]string{stack.Gateway: addrs[0], stack.Dispatcher: addrs[1], stack.Worker: addrs[2]}
+	if *kubeconfig != "" {
+		cfg.Args = map[string][]string{stack.Worker: {"-backend", "cluster", "-kubeconfig", *kubeconfig,
+			"-namespace", *namespace, "-cluster-claims", *claims, "-helper-image", *helper, "-upload-addr", "127.0.0.1:0"}}
+	}
 	if !quiet {
 		cfg.Output = os.Stderr
 	}
@@ -61,6 +73,13 @@ func run() error {
 	defer stop()
 
 	start := time.Now()
+	var vault *vaultdev.Server
+	if vaultBin != "" {
+		if vault, err = startVault(ctx, &cfg, vaultBin, vaultAddr); err != nil {
+			return err
+		}
+		defer vault.Stop(context.Background())
+	}
 	fmt.Fprintln(os.Stderr, "ciss-dev: starting NATS JetStream, registry, gateway, dispatcher and worker…")
 	s, err := stack.Start(ctx, cfg)
 	if err != nil {
@@ -79,6 +98,9 @@ func run() error {
 		}
 	}
 	printNext(os.Stdout, cfg, s, time.Since(start))
+	if vault != nil {
+		printVault(os.Stdout, cfg, s, vault)
+	}
 	<-ctx.Done()
 	fmt.Fprintln(os.Stderr, "\nciss-dev: stopping…")
 	return nil

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -41,6 +42,9 @@ func run() error {
 		logLevel, ackWait      string
 		taskTimeout, stopWait  string
 		allowed, insecureRegs  string
+		backend, claims        string
+		cluster                workers.ClusterConfig
+		vault                  workers.VaultConfig
 	)
 	fs := flag.NewFlagSet("ciss-worker", flag.ExitOnError)
 	fs.StringVar(&cfg.NATSURL, "nats-url", os.Getenv("CISS_NATS_URL"), "NATS server URL(s) [CISS_NATS_URL]")
@@ -69,6 +73,20 @@ func run() error {
 	fs.StringVar(&policyFile, "policy", os.Getenv("CISS_WORKER_POLICY"), "tenant policy YAML deciding which scanned images are signed (default: fail at HIGH) [CISS_WORKER_POLICY]")
 	git := gitFlags(fs)
 	fs.StringVar(&gosecBin, "gosec", os.Getenv("CISS_GOSEC"), "shortcut for -image 'securego/gosec:*=BINARY' (default: gosec on PATH) [CISS_GOSEC]")
+	fs.StringVar(&backend, "backend", envOr("CISS_WORKER_BACKEND", "local"), "where Tasks run: local (processes on this host) or cluster (Tekton TaskRuns) [CISS_WORKER_BACKEND]")
+	fs.StringVar(&cluster.Kubeconfig, "kubeconfig", os.Getenv("CISS_WORKER_KUBECONFIG"), "cluster backend: kubeconfig file; empty uses the in-cluster service account [CISS_WORKER_KUBECONFIG]")
+	fs.StringVar(&cluster.Namespace, "namespace", envOr("CISS_WORKER_NAMESPACE", "default"), "cluster backend: namespace of the TaskRuns [CISS_WORKER_NAMESPACE]")
+	fs.StringVar(&claims, "cluster-claims", os.Getenv("CISS_WORKER_CLUSTER_CLAIMS"), "cluster backend: NAME=PVC,... binds worker-provided data (manifest from: NAME, e.g. trivy-db) to PersistentVolumeClaims [CISS_WORKER_CLUSTER_CLAIMS]")
+	fs.StringVar(&cluster.HelperImage, "helper-image", os.Getenv("CISS_WORKER_HELPER_IMAGE"), "cluster backend: image with sh and busybox wget for the report upload step, pinned by digest [CISS_WORKER_HELPER_IMAGE]")
+	fs.StringVar(&cluster.UploadAddr, "upload-addr", envOr("CISS_WORKER_UPLOAD_ADDR", "127.0.0.1:9446"), "cluster backend: listener for report uploads from pods [CISS_WORKER_UPLOAD_ADDR]")
+	fs.StringVar(&cluster.UploadURL, "upload-url", os.Getenv("CISS_WORKER_UPLOAD_URL"), "cluster backend: the upload listener as pods reach it (default http://UPLOAD_ADDR) [CISS_WORKER_UPLOAD_URL]")
+	fs.StringVar(&vault.Addr, "vault-addr", os.Getenv("CISS_VAULT_ADDR"), "Vault address: enables protected actions (vault-* job types) [CISS_VAULT_ADDR]")
+	fs.StringVar(&vault.CACert, "vault-ca-cert", os.Getenv("CISS_VAULT_CACERT"), "PEM bundle verifying Vault's TLS certificate [CISS_VAULT_CACERT]")
+	fs.StringVar(&vault.AppRoleMount, "vault-approle-mount", os.Getenv("CISS_VAULT_APPROLE_MOUNT"), "CISS's AppRole mount (default approle) [CISS_VAULT_APPROLE_MOUNT]")
+	fs.StringVar(&vault.RoleIDFile, "vault-role-id-file", os.Getenv("CISS_VAULT_ROLE_ID_FILE"), "file holding CISS's AppRole role_id [CISS_VAULT_ROLE_ID_FILE]")
+	fs.StringVar(&vault.SecretIDFile, "vault-secret-id-file", os.Getenv("CISS_VAULT_SECRET_ID_FILE"), "file holding CISS's AppRole secret_id [CISS_VAULT_SECRET_ID_FILE]")
+	fs.StringVar(&vault.KVMount, "vault-kv-mount", os.Getenv("CISS_VAULT_KV_MOUNT"), "tenants' KV v2 mount (default secret) [CISS_VAULT_KV_MOUNT]")
+	fs.StringVar(&vault.NamespaceParent, "vault-namespace-parent", os.Getenv("CISS_VAULT_NAMESPACE_PARENT"), "parent of tenants' namespaces, {tenant} replaced (default {tenant}) [CISS_VAULT_NAMESPACE_PARENT]")
 	fs.StringVar(&logLevel, "log-level", envOr("CISS_LOG_LEVEL", "info"), "debug, info, warn or error [CISS_LOG_LEVEL]")
 	_ = fs.Parse(os.Args[1:])
 
@@ -136,18 +154,54 @@ func run() error {
 	host, _ := os.Hostname()
 	cfg.Source = "ciss-worker/" + host
 
+	switch backend {
+	case "local":
+	case "cluster":
+		cluster.Claims, cluster.Logger, cluster.Worker = map[string]string{}, cfg.Logger, cmp.Or(cfg.Name, host)
+		for _, kv := range strings.Split(claims, ",") {
+			if kv = strings.TrimSpace(kv); kv == "" {
+				continue
+			}
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || k == "" || v == "" {
+				return fmt.Errorf("-cluster-claims: %q: want NAME=PVC", kv)
+			}
+			cluster.Claims[k] = v
+		}
+		cb, err := workers.OpenCluster(context.Background(), cluster)
+		if err != nil {
+			return err
+		}
+		defer cb.Close()
+		catalog.Cluster = cb
+	default:
+		return fmt.Errorf("-backend %q: want local or cluster", backend)
+	}
 	tools, err := workers.LoadTools(context.Background(), catalog)
 	if err != nil {
 		return err
 	}
 	cfg.Tools = tools
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if vault.Addr != "" {
+		aud, err := workers.NewAuditor(cfg)
+		if err != nil {
+			return err
+		}
+		defer aud.Close()
+		vault.Audit, vault.Logger = aud.Audit, cfg.Logger
+		vt, err := workers.NewVaultTool(ctx, vault)
+		if err != nil {
+			return err
+		}
+		cfg.Tools = append(cfg.Tools, vt)
+	}
 
 	w, err := workers.New(cfg)
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if err := w.Start(ctx); err != nil {
 		return err
 	}

@@ -30,7 +30,26 @@ type Run struct {
 	// Dir is a scratch directory for results and scripts; it must exist.
 	Dir string
 	// Nice lowers the steps' CPU priority (runner.Spec.Nice); 0 keeps it.
+	// The cluster backend ignores it (pods get their priority from the
+	// cluster's own configuration).
 	Nice int
+	// Output names the workspace the reports are written to ("" for none)
+	// and Reports their paths in it. The local backend binds it to
+	// Workspaces[Output] directly; the cluster backend to a volume in the pod,
+	// from which the reports are uploaded into Workspaces[Output].
+	Output  string
+	Reports []string
+	// Sources maps workspaces bound to worker-provided data to the names of
+	// that data (a manifest's `from:`); the cluster backend binds each to the
+	// volume configured for the name.
+	Sources map[string]string
+	// Owner identifies the run on a cluster (labels and annotations).
+	Owner Owner
+}
+
+// Owner is whose work a run is.
+type Owner struct {
+	Tenant, Job, Task, Tool string
 }
 
 // Outcome is what a successful run produced.

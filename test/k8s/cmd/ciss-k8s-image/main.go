@@ -5,13 +5,16 @@
 //
 //	ciss-k8s-image -out images.tar \
 //	  -image ciss.local/k8s/pause:v1=/pause:/path/to/pause \
-//	  -busybox ciss.local/k8s/busybox:1=/bin/busybox
+//	  -busybox ciss.local/k8s/busybox:1=/bin/busybox \
+//	  -busybox aquasec/trivy:0.69.0=/bin/busybox,/usr/local/bin/trivy:/path/to/trivy
 //
 // -image REF=IMAGEPATH:HOSTFILE makes a one-file image whose entrypoint is
 // IMAGEPATH (ko's /ko-app/<name> layout for Tekton's helpers, which Tekton
 // invokes by that path). -busybox REF=HOSTFILE makes a shell image from a
 // static busybox with a symlink per applet: Tekton's "shell image" (it writes
-// step scripts with sh) and a step image. Layers are deterministic: the same
+// step scripts with sh) and a step image; extra ,IMAGEPATH:HOSTFILE items add
+// tools to it (a Trivy image: the project's own trivy build on busybox, under
+// the reference the catalog's Tasks name, so Tasks run unchanged). Layers are deterministic: the same
 // inputs give the same digests.
 package main
 
@@ -52,7 +55,7 @@ func main() {
 	var images, busyboxes listFlag
 	out := flag.String("out", "", "docker-archive tarball to write")
 	flag.Var(&images, "image", "REF=IMAGEPATH:HOSTFILE, a one-binary image (repeatable)")
-	flag.Var(&busyboxes, "busybox", "REF=HOSTFILE, a busybox shell image (repeatable)")
+	flag.Var(&busyboxes, "busybox", "REF=HOSTFILE[,IMAGEPATH:HOSTFILE...], a busybox shell image with extra files (repeatable)")
 	flag.Parse()
 	if err := run(*out, images, busyboxes); err != nil {
 		fmt.Fprintln(os.Stderr, "ciss-k8s-image:", err)
@@ -80,11 +83,20 @@ func run(out string, images, busyboxes []string) error {
 		}
 	}
 	for _, spec := range busyboxes {
-		ref, host, ok := strings.Cut(spec, "=")
+		ref, rest, ok := strings.Cut(spec, "=")
 		if !ok {
-			return fmt.Errorf("-busybox %q: want REF=/host/busybox", spec)
+			return fmt.Errorf("-busybox %q: want REF=/host/busybox[,/path/in/image:/host/file...]", spec)
 		}
-		img, err := busyboxImage(host)
+		parts := strings.Split(rest, ",")
+		host, extra := parts[0], map[string]string{}
+		for _, p := range parts[1:] {
+			in, h, ok := strings.Cut(p, ":")
+			if !ok || !path.IsAbs(in) {
+				return fmt.Errorf("-busybox %q: extra file %q: want /path/in/image:/host/file", spec, p)
+			}
+			extra[in] = h
+		}
+		img, err := busyboxImage(host, extra)
 		if err != nil {
 			return fmt.Errorf("image %s: %w", ref, err)
 		}
@@ -128,7 +140,7 @@ func binaryImage(in, host string) (v1.Image, error) {
 
 // busyboxImage is a static busybox with its applets linked where busybox
 // itself says they live (`busybox --list-full`), and a root user.
-func busyboxImage(host string) (v1.Image, error) {
+func busyboxImage(host string, extra map[string]string) (v1.Image, error) {
 	data, err := os.ReadFile(host)
 	if err != nil {
 		return nil, err
@@ -148,6 +160,13 @@ func busyboxImage(host string) (v1.Image, error) {
 	files["etc/passwd"] = entry{mode: 0o644, data: []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")}
 	files["etc/group"] = entry{mode: 0o644, data: []byte("root:x:0:\nnogroup:x:65534:\n")}
 	files["root"] = entry{mode: 0o700, dir: true}
+	for in, h := range extra {
+		b, err := os.ReadFile(h)
+		if err != nil {
+			return nil, err
+		}
+		files[strings.TrimPrefix(in, "/")] = entry{mode: 0o755, data: b}
+	}
 	return image(files, nil, []string{"/bin/sh"}, "ciss-k8s-image: busybox from "+host)
 }
 
