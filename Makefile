@@ -9,6 +9,7 @@ PKGS        := $(foreach m,$(MODULES),ciss.dev/$(m)/...)
 UNIT_PKGS   := $(filter-out ciss.dev/test/...,$(PKGS)) ciss.dev/test/fixture/... ciss.dev/test/stack/... ciss.dev/test/vaultdev/...
 TRIVY        = $(shell deploy/tools/install-trivy.sh)
 COSIGN       = $(shell deploy/tools/install-cosign.sh)
+GOSEC        = $(shell deploy/tools/install-gosec.sh)
 VAULT        = $(shell deploy/tools/install-vault.sh)
 # Packages the gateway and dispatcher must never link (dependency isolation).
 FORBIDDEN   := github.com/aquasecurity/|github.com/sigstore/|github.com/tektoncd/|github.com/hashicorp/vault|github.com/nats-io/nats-server
@@ -28,7 +29,7 @@ vault: ## the pinned Vault server (protected-action tests), built once into $(CI
 	@deploy/tools/install-vault.sh
 
 run: build ## the whole stack on loopback, in the foreground; Ctrl-C stops it
-	@trivy=$$(deploy/tools/install-trivy.sh) && vault=$$(deploy/tools/install-vault.sh) && $(BIN)/ciss-dev -trivy "$$trivy" -vault "$$vault" $(CISS_DEV_ARGS)
+	@trivy=$$(deploy/tools/install-trivy.sh) && vault=$$(deploy/tools/install-vault.sh) && gosec=$$(deploy/tools/install-gosec.sh) && $(BIN)/ciss-dev -trivy "$$trivy" -vault "$$vault" -gosec "$$gosec" $(CISS_DEV_ARGS)
 
 test: verify unit e2e k8s ## everything CI runs
 
@@ -60,10 +61,10 @@ integrations-check: ## deploy/integrations: action.yml and the GitLab template t
 	@deploy/tools/lint-integrations.sh
 
 unit: ## unit and component tests, on real embedded NATS, registries and Trivy
-	CISS_TRIVY="$(TRIVY)" CISS_COSIGN="$(COSIGN)" CISS_VAULT="$(VAULT)" $(GO) test -race -count=1 -timeout 20m $(UNIT_PKGS)
+	CISS_TRIVY="$(TRIVY)" CISS_COSIGN="$(COSIGN)" CISS_VAULT="$(VAULT)" CISS_GOSEC="$(GOSEC)" $(GO) test -race -count=1 -timeout 20m $(UNIT_PKGS)
 
 e2e: build ## end-to-end tests against the real stack (binaries as processes; their logs print on failure)
-	CISS_TRIVY="$(TRIVY)" CISS_COSIGN="$(COSIGN)" CISS_VAULT="$(VAULT)" CISS_BIN_DIR="$(BIN)" $(GO) test -count=1 -timeout 30m -v ciss.dev/test/e2e/...
+	CISS_TRIVY="$(TRIVY)" CISS_COSIGN="$(COSIGN)" CISS_VAULT="$(VAULT)" CISS_GOSEC="$(GOSEC)" CISS_BIN_DIR="$(BIN)" $(GO) test -count=1 -timeout 30m -v ciss.dev/test/e2e/...
 
 k8s: build ## cluster backend on a real Kubernetes + Tekton on loopback (test/k8s; root; cold install ~11 min)
 	test/k8s/cluster.sh install

@@ -204,7 +204,7 @@ func TestReloadSubscriptions(t *testing.T) {
 	t.Parallel()
 	e := setupWith(t, routingTrivy, subsAcme)
 	require.NoError(t, os.WriteFile(e.subs, []byte(strings.Replace(subsAcme, "type: image-scan", "type: sast", 1)), 0o600))
-	require.False(t, e.d.ReloadSubscriptions(), "sast is not a job type yet")
+	require.False(t, e.d.ReloadSubscriptions(), "sast takes repo and commit, not image")
 	seq := e.publishWebhook(t, pushEvent("before", "acme/web", "refs/heads/main"), "github.before")
 	e.waitSettled(t, schemas.StreamWebhooks, "dispatcher-webhooks", seq)
 	require.Len(t, e.requested(t), 2, "the previous subscriptions stay in force")

@@ -60,6 +60,8 @@ func FuzzJobRequestValidate(f *testing.F) {
 		`{"type":"image-scan","target":{"image":"a-.b/a"}}`,
 		`{"type":"image-scan","target":{"image":"169.254.169.254/a"}}`,
 		`{"type":"","target":{}}`,
+		`{"type":"sast","target":{"repo":"https://h/a.git","commit":"3f786850e387550fdab836ed7e6dc881de23001b"}}`,
+		`{"type":"sast","target":{"repo":"https://u:p@h/a.git","commit":"3f786850e387550fdab836ed7e6dc881de23001b"}}`,
 		`null`, `[]`, `"x"`, `{`,
 	} {
 		f.Add([]byte(s))
@@ -70,6 +72,12 @@ func FuzzJobRequestValidate(f *testing.F) {
 			return
 		}
 		if err := r.Validate(); err != nil {
+			return
+		}
+		if r.Type == JobTypeSAST {
+			if r.Target.Image != "" || !ValidCommit(r.Target.Commit) || CheckRepoURL(r.Target.Repo) != "" {
+				t.Fatalf("accepted sast target %+v", r.Target)
+			}
 			return
 		}
 		img := r.Target.Image

@@ -29,11 +29,13 @@ const (
 	JobTypeImageScan = "image-scan"
 	// JobTypeSBOM produces a CycloneDX (1.5+) SBOM of a container image.
 	JobTypeSBOM = "sbom"
+	// JobTypeSAST runs static analysis (SAST) on a git commit's source tree.
+	JobTypeSAST = "sast"
 )
 
 // KnownJobTypes lists the job types the API accepts, in a stable order.
 func KnownJobTypes() []string {
-	return []string{JobTypeImageScan, JobTypeSBOM, JobTypeVaultAuthOnboard, JobTypeVaultNamespaceCreate, JobTypeVaultPolicyApply}
+	return []string{JobTypeImageScan, JobTypeSBOM, JobTypeSAST, JobTypeVaultAuthOnboard, JobTypeVaultNamespaceCreate, JobTypeVaultPolicyApply}
 }
 
 // Lane is a priority lane. Each lane has its own subjects, consumers and worker
@@ -102,11 +104,18 @@ type Target struct {
 	// Image is an OCI image reference, by tag or by digest
 	// (host:port/repo:tag or host:port/repo@sha256:…).
 	Image string `json:"image,omitempty"`
+	// Repo is a git repository URL (sast): https://, http:// or file://, no
+	// credentials, no query or fragment. Which schemes a worker fetches is
+	// its configuration; credentials come from the worker, never from here.
+	Repo string `json:"repo,omitempty"`
+	// Commit is the full 40-hex commit SHA in Repo (sast).
+	Commit string `json:"commit,omitempty"`
 }
 
 // Limits on request fields; they keep keys, subjects and logs bounded.
 const (
 	MaxImageRefLen   = 512
+	MaxRepoURLLen    = 512
 	MaxParams        = 32
 	MaxParamKeyLen   = 64
 	MaxParamValueLen = 1024
@@ -154,6 +163,20 @@ func (r *JobRequest) Validate() error {
 				bad("target.image", "%s", reason)
 			}
 		}
+	case JobTypeSAST:
+		if r.Target.Image != "" {
+			bad("target.image", "is not a target field of %s (repo, commit)", r.Type)
+		}
+		if r.Target.Repo == "" {
+			bad("target.repo", "is required for %s", r.Type)
+		} else if reason := CheckRepoURL(r.Target.Repo); reason != "" {
+			bad("target.repo", "%s", reason)
+		}
+		if r.Target.Commit == "" {
+			bad("target.commit", "is required for %s", r.Type)
+		} else if !commitRE.MatchString(r.Target.Commit) {
+			bad("target.commit", "must be a full 40-character lower-case hex commit SHA")
+		}
 	case JobTypeVaultAuthOnboard, JobTypeVaultNamespaceCreate, JobTypeVaultPolicyApply:
 		// Protected actions have no target; their params are checked by the one
 		// parser the gateway's guardrails and the worker's executor share.
@@ -165,6 +188,9 @@ func (r *JobRequest) Validate() error {
 		}
 	default:
 		bad("type", "unknown job type %q; one of %s", r.Type, strings.Join(KnownJobTypes(), ", "))
+	}
+	if r.Type != JobTypeSAST && (r.Target.Repo != "" || r.Target.Commit != "") {
+		bad("target", "repo and commit are target fields of %s only", JobTypeSAST)
 	}
 	if r.Lane == "" {
 		r.Lane = LaneInteractive
@@ -326,6 +352,9 @@ type Result struct {
 	// ImageSignature is where the image's cosign signature and attestations
 	// were written; set only when the image passed the policy and was signed.
 	ImageSignature *ImageSignature `json:"image_signature,omitempty"`
+	// GitTag is the signed annotated tag pushed for a sast commit that passed
+	// the policy.
+	GitTag *GitTag `json:"git_tag,omitempty"`
 	// Signature is the worker's DSSE envelope over an in-toto statement of
 	// this result (ResultStatement); verify it with VerifyTaskResult.
 	Signature *Envelope `json:"signature,omitempty"`

@@ -29,7 +29,7 @@ type wireType struct {
 // wireTypes lists every public wire type. Each file in jsonschema/ and each
 // fixture in testdata/ must appear here.
 var wireTypes = []wireType{
-	{"job-request.v1.json", reflect.TypeFor[JobRequest](), []string{"job-request.json"}},
+	{"job-request.v1.json", reflect.TypeFor[JobRequest](), []string{"job-request.json", "job-request-sast.json"}},
 	{"job.v1.json", reflect.TypeFor[Job](), []string{"job-succeeded.json", "job-failed.json", "job-from-webhook.json"}},
 	{"task.v1.json", reflect.TypeFor[Task](), []string{"task.json", "task-from-webhook.json"}},
 	{"task-started.v1.json", reflect.TypeFor[TaskStarted](), []string{"task-started.json"}},
@@ -464,6 +464,8 @@ const (
 	taskIDPattern   = `^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.[a-z][a-z0-9-]{0,62}$`
 	digestPattern   = `^sha256:[a-f0-9]{64}$`
 	durationPattern = `^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$`
+	commitPattern   = `^[0-9a-f]{40}$`
+	repoURLPattern  = `^(https?://[^/@?#\s]+|file://)/[^@?#\s]+$`
 )
 
 // TestSchemaPatternsMatchGo makes every pattern in the schemas answer like the
@@ -475,6 +477,21 @@ func TestSchemaPatternsMatchGo(t *testing.T) {
 		"0193a5c2-7f4e-7b21-9c3d-5e8f1a2b3c4", "0193a5c2-7f4e-7b21-9c3d-5e8f1a2b3c4d0", "0193a5c2x7f4e-7b21-9c3d-5e8f1a2b3c4d",
 		"0193a5c2-7f4e-7b21-9c3d-5e8f1a2b3c4\n", "0193a5c2-7f4e-7b21-9c3d-5e8f1a2b3.c4", ""}
 	checks := map[string]func(t *testing.T, re *regexp.Regexp){
+		commitPattern: func(t *testing.T, re *regexp.Regexp) {
+			for _, c := range sampleCommits {
+				if re.MatchString(c) != ValidCommit(c) {
+					t.Errorf("commit pattern says %v for %q, ValidCommit %v", re.MatchString(c), c, ValidCommit(c))
+				}
+			}
+		},
+		// CheckRepoURL is stricter: the pattern must accept every URL it accepts.
+		repoURLPattern: func(t *testing.T, re *regexp.Regexp) {
+			for _, u := range sampleRepoURLs {
+				if CheckRepoURL(u) == "" && !re.MatchString(u) {
+					t.Errorf("repo pattern rejects %q, which CheckRepoURL accepts", u)
+				}
+			}
+		},
 		// The same expression as Validate uses. Validate's checkRegistry
 		// (explicit registry, port 1-65535) has no pattern equivalent, so
 		// the schema may accept a reference Validate refuses, never the

@@ -87,6 +87,22 @@ type ResultPredicate struct {
 	Summary        Summary         `json:"summary"`
 	Policy         *PolicyDecision `json:"policy,omitempty"`
 	ImageSignature *ImageSignature `json:"image_signature,omitempty"`
+	GitTag         *GitTag         `json:"git_tag,omitempty"`
+}
+
+// GitTag says which SSH-signed annotated tag vouches for a sast commit.
+type GitTag struct {
+	// Name is the tag's name, e.g. "ciss/sast/0123456789ab".
+	Name string `json:"name"`
+	// Object is the tag object's id; Commit the commit it points at.
+	Object string `json:"object"`
+	Commit string `json:"commit"`
+	// Repo is the repository the tag was pushed to.
+	Repo string `json:"repo"`
+	// KeyID is the SSH signing key's fingerprint (SHA256:…).
+	KeyID string `json:"key_id"`
+	// Existing is true when the same tag was already there (a re-run).
+	Existing bool `json:"existing,omitempty"`
 }
 
 // PolicyDecision is the tenant policy's verdict on a result.
@@ -243,7 +259,7 @@ func ResultStatement(res *TaskResult) (Statement, error) {
 	pred := ResultPredicate{
 		TaskID: res.TaskID, JobID: res.JobID, Tenant: res.Tenant, Tool: res.Tool, ToolVersion: res.ToolVersion,
 		Worker: res.Worker, ImageDigest: r.ImageDigest, DBVersion: r.DBVersion, Summary: r.Summary,
-		Policy: r.Policy, ImageSignature: r.ImageSignature,
+		Policy: r.Policy, ImageSignature: r.ImageSignature, GitTag: r.GitTag,
 	}
 	pb, err := json.Marshal(pred)
 	if err != nil {

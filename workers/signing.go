@@ -61,7 +61,7 @@ func (w *Worker) loadKey(ctx context.Context) error {
 // vuln attestation. Other job types pass through. A registry write failure
 // is transient (the task is retried).
 func (w *Worker) vouch(ctx context.Context, task schemas.Task, pinned string, ver ToolVersion, r *schemas.Result, started time.Time) error {
-	r.Policy, r.ImageSignature, r.Signature = nil, nil, nil // never trust what a cache held
+	r.Policy, r.ImageSignature, r.GitTag, r.Signature = nil, nil, nil, nil // never trust what a cache held
 	if w.key == nil {
 		return nil
 	}

@@ -131,6 +131,14 @@ func (w *Worker) run(ctx context.Context, tool Tool, task schemas.Task) (schemas
 		return w.runAction(ctx, tool, task)
 	}
 	started := time.Now()
+	if task.Type == schemas.JobTypeSAST {
+		res, _, err := w.runSourceTool(ctx, tool, task)
+		if err != nil || res.Result == nil {
+			return res, err
+		}
+		res.Result.Policy, res.Result.ImageSignature, res.Result.GitTag, res.Result.Signature = nil, nil, nil, nil // never trust what a cache held
+		return res, w.tagSource(ctx, task, res.Result)
+	}
 	res, pinned, ver, err := w.runTool(ctx, tool, task)
 	if err != nil || res.Result == nil {
 		return res, err

@@ -115,7 +115,7 @@ func (t *TaskTool) Version(ctx context.Context) (ToolVersion, error) {
 	defer os.RemoveAll(dir)
 	out, err := t.backend.RunTask(ctx, tekton.Run{
 		Task: t.cat.Tasks[t.m.VersionTask], Name: t.m.Name + "-version", Dir: dir,
-		Workspaces: t.workspaces(""), Timeout: time.Minute, Sources: t.sources(),
+		Workspaces: t.workspaces("", ""), Timeout: time.Minute, Sources: t.sources(),
 		Owner: tekton.Owner{Tool: t.m.Name},
 	})
 	if err != nil {
@@ -158,7 +158,7 @@ func (t *TaskTool) output() (string, []string) {
 	return name, paths
 }
 
-func (t *TaskTool) workspaces(output string) map[string]string {
+func (t *TaskTool) workspaces(output, source string) map[string]string {
 	ws := map[string]string{}
 	for name, b := range t.m.Workspaces {
 		switch {
@@ -166,6 +166,8 @@ func (t *TaskTool) workspaces(output string) map[string]string {
 			ws[name] = output
 		case b.From != "":
 			ws[name] = t.dirs[b.From]
+		case b.Source && source != "":
+			ws[name] = source
 		}
 	}
 	return ws
@@ -202,12 +204,20 @@ func (t *TaskTool) Run(ctx context.Context, in Input, dir string) (Output, error
 	outName, reports := t.output()
 	_, err := t.backend.RunTask(ctx, tekton.Run{
 		Task: t.cat.Tasks[t.m.Task], Name: in.Task.ID, Params: params,
-		Workspaces: t.workspaces(out), Timeout: in.Timeout, Dir: scratch, Nice: shadowNice(in.Task),
+		Workspaces: t.workspaces(out, in.Source), Timeout: in.Timeout, Dir: scratch, Nice: shadowNice(in.Task),
 		Output: outName, Reports: reports, Sources: t.sources(),
 		Owner: tekton.Owner{Tenant: in.Task.Tenant, Job: in.Task.JobID, Task: in.Task.ID, Tool: t.m.Name},
 	})
 	if err != nil {
 		return Output{}, classifyRun(err)
+	}
+	for _, r := range t.m.Reports {
+		if len(r.Merge) == 0 {
+			continue
+		}
+		if err := mergeSARIFFiles(out, r); err != nil {
+			return Output{}, fmt.Errorf("%s: %w", t.m.Name, err)
+		}
 	}
 	var o Output
 	for _, r := range t.m.Reports {
@@ -259,6 +269,23 @@ func classifyRun(err error) error {
 		return fmt.Errorf("%w: %w", ErrPermanent, err)
 	}
 	return err
+}
+
+// mergeSARIFFiles writes the merged SARIF log of r.Merge to r.Path.
+func mergeSARIFFiles(out string, r tekton.Report) error {
+	logs := make([][]byte, 0, len(r.Merge))
+	for _, p := range r.Merge {
+		b, err := os.ReadFile(filepath.Join(out, p))
+		if err != nil {
+			return fmt.Errorf("report %s: part %s: %w", r.Format, p, err)
+		}
+		logs = append(logs, b)
+	}
+	b, err := summary.MergeSARIF(logs...)
+	if err != nil {
+		return fmt.Errorf("report %s: merge: %w", r.Format, err)
+	}
+	return os.WriteFile(filepath.Join(out, r.Path), b, 0o600)
 }
 
 // ShadowNice is the CPU niceness shadow tasks (tool trials) run at: on a

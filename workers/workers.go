@@ -52,6 +52,8 @@ type Input struct {
 	// scan, the cache key and the result all refer to the same bytes.
 	Image       string
 	ImageDigest string
+	// Source is the checkout of the task's repository at its commit (sast).
+	Source string
 	// Timeout is the time the tool has.
 	Timeout time.Duration
 }
@@ -121,6 +123,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Signing, when set, signs results and passing images (see SigningConfig).
 	Signing *SigningConfig
+	// Git, when set, enables sast jobs: fetching repositories and pushing
+	// signed tags for passing commits (see GitConfig).
+	Git *GitConfig
 }
 
 func (c *Config) validate() error {
@@ -184,7 +189,8 @@ type Worker struct {
 	cache   jetstream.KeyValue
 	reports jetstream.ObjectStore
 	ready   atomic.Bool
-	key     *sign.Key // nil: signing off
+	key     *sign.Key  // nil: signing off
+	git     *sastState // nil: no sast
 
 	running sync.Map // task id → runningTask
 
@@ -224,6 +230,9 @@ func (w *Worker) Start(ctx context.Context) error {
 		}
 	}
 	if err := w.loadKey(ctx); err != nil {
+		return err
+	}
+	if err := w.initGit(ctx); err != nil {
 		return err
 	}
 	nc, err := connect(w.cfg, w.log)

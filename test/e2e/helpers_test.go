@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -119,6 +120,7 @@ func newEnvConfig(t *testing.T, cfg stack.Config) *env {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cfg.Dir, cfg.BinDir, cfg.Trivy, cfg.Output = t.TempDir(), binDir, trivyPath, logs
+	cfg.Gosec = cmp.Or(cfg.Gosec, os.Getenv("CISS_GOSEC"))
 	if cfg.Policy == "" {
 		cfg.Policy = e2ePolicy
 	}

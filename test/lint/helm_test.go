@@ -151,7 +151,7 @@ func TestChartRendersRestricted(t *testing.T) {
 			require.Equal(t, 3, kinds["Deployment"], "gateway, dispatcher, worker")
 			require.NotZero(t, kinds["NetworkPolicy"])
 			if values == "full-values.yaml" {
-				require.Equal(t, 3, kinds["Task"], "the catalog's image-scan, sbom and version Tasks")
+				require.Equal(t, 5, kinds["Task"], "the catalog's image-scan, sbom, sast and their version Tasks")
 				require.Equal(t, 1, kinds["Role"])
 				require.Equal(t, 1, kinds["ServiceMonitor"])
 				require.Zero(t, kinds["StatefulSet"], "external NATS: no bundled StatefulSet")

@@ -49,6 +49,8 @@ type Config struct {
 	BinDir string
 	// Trivy is the trivy binary. Required.
 	Trivy string
+	// Gosec is the gosec binary for sast jobs; default gosec on PATH.
+	Gosec string
 	// NATSURL is an external NATS server; empty embeds one.
 	NATSURL string
 	// NATSPort is the embedded server's port; 0 picks a free one.
@@ -148,6 +150,13 @@ type Stack struct {
 	// (cosign.key, empty password; cosign.pub) the worker signs with and the
 	// gateway publishes at GET /v1/keys. Created once, like the dev CA.
 	SigningKeyFile, SigningPublicKeyFile string
+	// Git is the loopback git server (smart HTTP, push enabled, basic auth)
+	// holding SASTRepo; GitSigningKeyFile the dev SSH key that signs sast
+	// tags and AllowedSignersFile the file that verifies them.
+	Git                                   *fixture.GitServer
+	SASTRepo                              fixture.SASTRepo
+	GitSigningKeyFile, AllowedSignersFile string
+	gitCredentials                        string
 
 	natsOpts *server.Options
 	out      *lineWriter
@@ -230,6 +239,9 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if err := s.writeSigningKey(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.setupSAST(ctx); err != nil {
+		return nil, err
+	}
 	s.NATSURL = cfg.NATSURL
 	if s.NATSURL == "" {
 		if err := s.startNATS(); err != nil {
@@ -305,6 +317,7 @@ func (s *Stack) args(c string) []string {
 		a = append(a, "-tasks-dir", s.cfg.TasksDir, "-trivy", s.cfg.Trivy, "-trivy-cache-dir", s.DB.CacheDir, "-work-dir", s.workDir(),
 			"-signing-key", s.SigningKeyFile)
 	}
+	a = append(a, s.sastArgs(c)...)
 	return append(a, s.cfg.Args[c]...)
 }
 
@@ -469,6 +482,9 @@ func (s *Stack) Close() {
 	}
 	if s.Registry != nil {
 		_ = s.Registry.Close()
+	}
+	if s.Git != nil {
+		s.Git.Close()
 	}
 	s.StopNATS()
 }

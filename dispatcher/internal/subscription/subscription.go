@@ -34,8 +34,12 @@
 // and {number} (a pull request's). Every subscription that matches an event
 // fires; each of its jobs is created once per delivery.
 //
-// Job types are checked against schemas.KnownJobTypes: a "sast" entry is
-// rejected until that job type exists.
+// Job types are checked against schemas.KnownJobTypes. A sast job names the
+// repository to fetch and the commit, usually from the event:
+//
+//	jobs:
+//	  - type: sast
+//	    target: {repo: "https://{host}/{repo}.git", commit: "{commit}"}
 package subscription
 
 import (
@@ -134,6 +138,7 @@ type JobSpec struct {
 var targetFields = map[string][]string{
 	schemas.JobTypeImageScan: {"image"},
 	schemas.JobTypeSBOM:      {"image"},
+	schemas.JobTypeSAST:      {"repo", "commit"},
 }
 
 // placeholderRE finds template placeholders.
@@ -365,6 +370,12 @@ func (j JobSpec) Expand(ev *schemas.WebhookEvent) (schemas.JobRequest, error) {
 	req := schemas.JobRequest{Type: j.Type, Lane: j.Lane, Cache: j.Cache}
 	if img, ok := j.Target["image"]; ok {
 		req.Target.Image = expand(img, ev)
+	}
+	if repo, ok := j.Target["repo"]; ok {
+		req.Target.Repo = expand(repo, ev)
+	}
+	if c, ok := j.Target["commit"]; ok {
+		req.Target.Commit = expand(c, ev)
 	}
 	if len(j.Params) > 0 {
 		req.Params = make(map[string]string, len(j.Params))

@@ -141,8 +141,10 @@ func TestParseRejects(t *testing.T) {
 	job := "\n    jobs: [{type: image-scan, target: {image: \"r.example/a:1\"}}]"
 	sub := func(body string) string { return "version: 1\nsubscriptions:\n  - name: s\n    tenant: acme\n" + body }
 	for _, tc := range []struct{ what, doc, want string }{
-		{"sast is not a job type yet", sub("    match: {events: [push]}\n    jobs: [{type: sast, target: {repo: \"{repo}\"}}]"),
-			`subscriptions[0].jobs[0].type: unknown job type "sast"; this CISS knows image-scan, sbom`},
+		{"sast needs a commit", sub("    match: {events: [push]}\n    jobs: [{type: sast, target: {repo: \"https://{host}/{repo}.git\"}}]"),
+			`subscriptions[0].jobs[0].target.commit: is required for sast`},
+		{"sast repo with credentials", sub("    match: {events: [push]}\n    jobs: [{type: sast, target: {repo: \"https://bot:pw@{host}/{repo}.git\", commit: \"{commit}\"}}]"),
+			`credentials`},
 		{"protected actions never come from webhooks", sub("    match: {events: [push]}\n    jobs: [{type: vault-auth-onboard, target: {}, params: {name: x, auth_type: approle}}]"),
 			`subscriptions[0].jobs[0].type: "vault-auth-onboard" is a protected action`},
 		{"wrong version", "version: 2\nsubscriptions: []", "version: must be 1"},

@@ -35,6 +35,7 @@ func run() error {
 	fs.StringVar(&cfg.Dir, "dir", ".ciss/dev", "state directory (PKI, DB fixture, JetStream store)")
 	fs.StringVar(&cfg.BinDir, "bin-dir", "bin", "directory holding ciss-gateway, ciss-dispatcher, ciss-worker")
 	fs.StringVar(&cfg.Trivy, "trivy", os.Getenv("CISS_TRIVY"), "trivy binary [CISS_TRIVY]")
+	fs.StringVar(&cfg.Gosec, "gosec", os.Getenv("CISS_GOSEC"), "gosec binary for sast jobs (default: gosec on PATH) [CISS_GOSEC]")
 	fs.StringVar(&cfg.NATSURL, "nats-url", os.Getenv("CISS_NATS_URL"), "external NATS URL; empty embeds a JetStream server [CISS_NATS_URL]")
 	fs.IntVar(&cfg.NATSPort, "nats-port", 4222, "embedded NATS port")
 	fs.StringVar(&cfg.APIAddr, "api-addr", "127.0.0.1:8443", "gateway mTLS API address")
@@ -167,6 +168,15 @@ Try it (from this directory, in another terminal):
   cosign verify --key %[4]s --insecure-ignore-tlog --allow-insecure-registry --trusted-root /tmp/ciss-trusted-root.json %[2]s
   cosign verify-attestation --type vuln --key %[4]s --insecure-ignore-tlog --allow-insecure-registry --trusted-root /tmp/ciss-trusted-root.json %[2]s
 
-Press Ctrl-C to stop everything.
 `, tls, s.Images.Clean, s.APIURL, rel(s.SigningPublicKeyFile))
+	fmt.Fprintf(w, `  # 8. sast: gosec + Trivy secret/misconfig on the demo repository's clean commit (the other
+  #    commit, %[5]s, has a planted credential and gets no tag); the clean one gets a
+  #    signed tag that plain git verifies
+  curl -sS %[1]s -H 'Content-Type: application/json' -d '{"type":"sast","target":{"repo":"%[2]s","commit":"%[3]s"}}' %[4]s/v1/jobs
+  git clone -q "$(sed 's|^http://|http://%[6]s:%[7]s@|' <<< '%[2]s')" /tmp/ciss-demo && cd /tmp/ciss-demo
+  git -c gpg.ssh.allowedSignersFile=%[8]s verify-tag ciss/sast/%[9]s
+
+Press Ctrl-C to stop everything.
+`, tls, s.SASTRepo.URL, s.SASTRepo.Clean, s.APIURL, s.SASTRepo.Vulnerable[:12], s.Git.User, s.Git.Password,
+		s.AllowedSignersFile, s.SASTRepo.Clean[:12])
 }

@@ -36,6 +36,7 @@ func run() error {
 		cfg                    workers.Config
 		catalog                workers.CatalogConfig
 		trivyBin, trivyCache   string
+		gosecBin               string
 		images, workspaces     multiFlag
 		interactive, bulk      int
 		logLevel, ackWait      string
@@ -70,6 +71,8 @@ func run() error {
 	fs.StringVar(&insecureRegs, "insecure-registries", os.Getenv("CISS_WORKER_INSECURE_REGISTRIES"), "true to allow plain HTTP / unverified TLS to every registry [CISS_WORKER_INSECURE_REGISTRIES]")
 	fs.StringVar(&signingKey, "signing-key", os.Getenv("CISS_SIGNING_KEY"), "cosign private key file or hashivault://KEY (Vault Transit: VAULT_ADDR, VAULT_TOKEN, TRANSIT_SECRET_ENGINE_PATH); a key file is decrypted with COSIGN_PASSWORD; empty disables signing [CISS_SIGNING_KEY]")
 	fs.StringVar(&policyFile, "policy", os.Getenv("CISS_WORKER_POLICY"), "tenant policy YAML deciding which scanned images are signed (default: fail at HIGH) [CISS_WORKER_POLICY]")
+	git := gitFlags(fs)
+	fs.StringVar(&gosecBin, "gosec", os.Getenv("CISS_GOSEC"), "shortcut for -image 'securego/gosec:*=BINARY' (default: gosec on PATH) [CISS_GOSEC]")
 	fs.StringVar(&backend, "backend", envOr("CISS_WORKER_BACKEND", "local"), "where Tasks run: local (processes on this host) or cluster (Tekton TaskRuns) [CISS_WORKER_BACKEND]")
 	fs.StringVar(&cluster.Kubeconfig, "kubeconfig", os.Getenv("CISS_WORKER_KUBECONFIG"), "cluster backend: kubeconfig file; empty uses the in-cluster service account [CISS_WORKER_KUBECONFIG]")
 	fs.StringVar(&cluster.Namespace, "namespace", envOr("CISS_WORKER_NAMESPACE", "default"), "cluster backend: namespace of the TaskRuns [CISS_WORKER_NAMESPACE]")
@@ -120,6 +123,9 @@ func run() error {
 	if _, set := catalog.Workspaces["trivy-db"]; !set && trivyCache != "" {
 		catalog.Workspaces["trivy-db"] = trivyCache
 	}
+	if err := sastDefaults(catalog.Images, catalog.Workspaces, gosecBin); err != nil {
+		return err
+	}
 	res := workers.RegistryResolver{Insecure: insecureRegs == "true"}
 	for _, g := range strings.Split(allowed, ",") {
 		if g = strings.TrimSpace(g); g != "" {
@@ -137,8 +143,11 @@ func run() error {
 				return err
 			}
 		}
-	} else if policyFile != "" {
-		return fmt.Errorf("-policy needs -signing-key: the policy decides what is signed")
+	} else if policyFile != "" && git.signingKey == "" {
+		return fmt.Errorf("-policy needs -signing-key or -git-signing-key: the policy decides what is signed")
+	}
+	if cfg.Git, err = git.config(policyFile); err != nil {
+		return err
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	cfg.Concurrency = map[schemas.Lane]int{schemas.LaneInteractive: interactive, schemas.LaneBulk: bulk}

@@ -53,6 +53,9 @@ type Workspace struct {
 	Output bool `json:"output,omitempty"`
 	// From names a directory the worker provides (-workspace NAME=DIR).
 	From string `json:"from,omitempty"`
+	// Source binds the job's source tree: the repository fetched at the
+	// job's commit (sast), fresh per run. Only for source job types.
+	Source bool `json:"source,omitempty"`
 }
 
 // Report is one report file a run writes.
@@ -64,6 +67,10 @@ type Report struct {
 	// Summary names the parser that reads the severity summary from this
 	// report: "trivy-json", "sarif" or "cyclonedx". Exactly one report has one.
 	Summary string `json:"summary,omitempty"`
+	// Merge lists SARIF 2.1.0 logs in the output workspace whose runs the
+	// worker concatenates, in order, into Path (format sarif only): one
+	// report from several tools.
+	Merge []string `json:"merge,omitempty"`
 }
 
 // Summary parsers a manifest may name.
@@ -221,8 +228,10 @@ func (c *Catalog) check(m Manifest) error {
 		switch {
 		case !ok && !ws.Optional:
 			return fmt.Errorf("workspaces: Task %q workspace %q is not bound", task.Name, ws.Name)
-		case ok && b.Output == (b.From != ""):
-			return fmt.Errorf("workspaces.%s: exactly one of output or from", ws.Name)
+		case ok && btoi(b.Output)+btoi(b.From != "")+btoi(b.Source) != 1:
+			return fmt.Errorf("workspaces.%s: exactly one of output, from or source", ws.Name)
+		case ok && b.Source && !slices.Contains(m.JobTypes, schemas.JobTypeSAST):
+			return fmt.Errorf("workspaces.%s: source is only for source job types (sast)", ws.Name)
 		case ok && b.Output:
 			outputs++
 		}
@@ -247,6 +256,14 @@ func (c *Catalog) check(m Manifest) error {
 			return fmt.Errorf("reports[%d].path %q: must stay inside the output workspace", i, r.Path)
 		}
 		formats[r.Format] = true
+		if len(r.Merge) > 0 && r.Format != "sarif" {
+			return fmt.Errorf("reports[%d].merge: only sarif reports are merged", i)
+		}
+		for _, p := range r.Merge {
+			if p == "" || filepath.IsAbs(p) || strings.Contains(filepath.Clean(p), "..") || filepath.Clean(p) == filepath.Clean(r.Path) {
+				return fmt.Errorf("reports[%d].merge %q: must be another file inside the output workspace", i, p)
+			}
+		}
 		switch r.Summary {
 		case "":
 		case SummaryTrivyJSON, SummarySARIF, SummaryCycloneDX:
@@ -278,6 +295,13 @@ func (c *Catalog) check(m Manifest) error {
 		}
 	}
 	return nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Tool returns the manifest of a tool.

@@ -91,7 +91,7 @@ func TestLoadRejects(t *testing.T) {
 		{"step without command or script", strings.Replace(okTask, "      command: [tool]\n", "", 1), okTool, "needs a script or a command", ""},
 		{"unknown Task field", strings.Replace(okTask, "spec:\n", "spec:\n  surprise: 1\n", 1), okTool, "unknown field", ""},
 		{"unknown manifest field", okTask, okTool + "extra: 1\n", "unknown field", ""},
-		{"unknown job type", okTask, strings.Replace(okTool, "[image-scan]", "[sast]", 1), "unknown job type", ""},
+		{"unknown job type", okTask, strings.Replace(okTool, "[image-scan]", "[dast]", 1), "unknown job type", ""},
 		{"missing Task", okTask, strings.Replace(okTool, "task: t\n", "task: nope\n", 1), `no Task "nope"`, ""},
 		{"param the Task lacks", okTask, strings.Replace(okTool, "  image: $(target.image)\n", "  image: $(target.image)\n  other: x\n", 1), `has no param "other"`, ""},
 		{"unknown reference", okTask, strings.Replace(okTool, "$(target.image)", "$(secrets.token)", 1), "unknown reference", ""},
