@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -35,6 +36,10 @@ type CatalogConfig struct {
 	// Cluster, when set, runs the Tasks as TaskRuns on a cluster instead of
 	// locally; Images and Workspaces are then unused.
 	Cluster *ClusterBackend
+	// Only, when not empty, names the catalog's tools this worker serves;
+	// the others are left to other workers. A name not in the catalog is an
+	// error.
+	Only []string
 }
 
 // LoadTools reads and validates the catalog and returns one Tool per manifest,
@@ -49,8 +54,16 @@ func LoadTools(ctx context.Context, cfg CatalogConfig) ([]Tool, error) {
 	if cfg.Cluster != nil {
 		backend = cfg.Cluster.backend
 	}
+	for _, name := range cfg.Only {
+		if _, ok := cat.Tool(name); !ok {
+			return nil, fmt.Errorf("workers: tool %q is not in the catalog %s", name, cfg.Dir)
+		}
+	}
 	var tools []Tool
 	for _, m := range cat.Tools {
+		if len(cfg.Only) > 0 && !slices.Contains(cfg.Only, m.Name) {
+			continue
+		}
 		for name, ws := range m.Workspaces {
 			if ws.From == "" {
 				continue

@@ -2,6 +2,7 @@ package workers
 
 import (
 	"errors"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -43,4 +44,25 @@ func TestClassifyRun(t *testing.T) {
 			require.Equal(t, c.timeout, errors.Is(got, ErrTimeout))
 		})
 	}
+}
+
+// TestLoadToolsOnly: -tools limits what a worker serves, so a tool whose
+// workspaces this worker cannot provide is left to others; a name outside the
+// catalog is refused, and an unconfigured workspace of a served tool stays an
+// error.
+func TestLoadToolsOnly(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join("..", "deploy", "tekton")
+	tools, err := LoadTools(t.Context(), CatalogConfig{Dir: dir, Only: []string{"trivy"},
+		Workspaces: map[string]string{"trivy-db": t.TempDir()}})
+	require.NoError(t, err)
+	require.Len(t, tools, 1)
+	require.Equal(t, "trivy", tools[0].Name())
+
+	_, err = LoadTools(t.Context(), CatalogConfig{Dir: dir, Only: []string{"trivy", "grype"},
+		Workspaces: map[string]string{"trivy-db": t.TempDir()}})
+	require.ErrorContains(t, err, `tool "grype" is not in the catalog`)
+
+	_, err = LoadTools(t.Context(), CatalogConfig{Dir: dir, Workspaces: map[string]string{"trivy-db": t.TempDir()}})
+	require.ErrorContains(t, err, "go-cache", "serving every tool needs every workspace")
 }

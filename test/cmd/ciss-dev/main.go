@@ -60,7 +60,8 @@ func run() error {
 	cfg.AdminAddrs = map[string]string{stack.Gateway: addrs[0], stack.Dispatcher: addrs[1], stack.Worker: addrs[2]}
 	if *kubeconfig != "" {
 		cfg.Args = map[string][]string{stack.Worker: {"-backend", "cluster", "-kubeconfig", *kubeconfig,
-			"-namespace", *namespace, "-cluster-claims", *claims, "-helper-image", *helper, "-upload-addr", "127.0.0.1:0"}}
+			"-namespace", *namespace, "-cluster-claims", *claims, "-helper-image", *helper, "-upload-addr", "127.0.0.1:0",
+			"-tools", "trivy,trivy-sbom"}} // sast runs on the local backend only
 	}
 	if !quiet {
 		cfg.Output = os.Stderr

@@ -62,6 +62,10 @@ func run() error {
 	fs.IntVar(&cfg.MaxDeliver, "max-deliver", 0, "deliveries of one task before its job fails (default 5)")
 	fs.StringVar(&taskTimeout, "task-timeout", envOr("CISS_WORKER_TASK_TIMEOUT", "10m"), "default time limit of one task [CISS_WORKER_TASK_TIMEOUT]")
 	fs.StringVar(&stopWait, "stop-wait", "30s", "how long a graceful stop waits for running tasks")
+	fs.Func("tools", "comma-separated catalog tools this worker serves (default: all) [CISS_WORKER_TOOLS]", func(v string) error {
+		catalog.Only = splitList(v)
+		return nil
+	})
 	fs.StringVar(&catalog.Dir, "tasks-dir", envOr("CISS_TASKS_DIR", "deploy/tekton"), "directory of Tekton Tasks and CISS tool manifests [CISS_TASKS_DIR]")
 	fs.Var(&images, "image", "IMAGE_GLOB=BINARY: run steps of matching images with a local binary (repeatable)")
 	fs.Var(&workspaces, "workspace", "NAME=DIR: a directory tool manifests bind with from: NAME (repeatable)")
@@ -88,6 +92,7 @@ func run() error {
 	fs.StringVar(&vault.KVMount, "vault-kv-mount", os.Getenv("CISS_VAULT_KV_MOUNT"), "tenants' KV v2 mount (default secret) [CISS_VAULT_KV_MOUNT]")
 	fs.StringVar(&vault.NamespaceParent, "vault-namespace-parent", os.Getenv("CISS_VAULT_NAMESPACE_PARENT"), "parent of tenants' namespaces, {tenant} replaced (default {tenant}) [CISS_VAULT_NAMESPACE_PARENT]")
 	fs.StringVar(&logLevel, "log-level", envOr("CISS_LOG_LEVEL", "info"), "debug, info, warn or error [CISS_LOG_LEVEL]")
+	catalog.Only = splitList(os.Getenv("CISS_WORKER_TOOLS"))
 	_ = fs.Parse(os.Args[1:])
 
 	var lvl slog.Level
@@ -251,4 +256,15 @@ func (m multiFlag) into(dst map[string]string) error {
 		dst[k] = v
 	}
 	return nil
+}
+
+// splitList splits a comma-separated list, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }

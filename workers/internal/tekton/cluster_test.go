@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -96,6 +97,16 @@ func TestOutcomeMapping(t *testing.T) {
 func newFakeCluster(t *testing.T) (*Cluster, *fake.Clientset, *Uploads) {
 	t.Helper()
 	client := fake.NewSimpleClientset()
+	// The fake's watches do not replay changes since a resourceVersion as an
+	// API server does, so tests change a TaskRun only once the backend
+	// watches it (see created).
+	var n atomic.Int32
+	watches.Store(client, &n)
+	client.PrependWatchReactor("taskruns", func(a k8stesting.Action) (bool, watch.Interface, error) {
+		w, err := client.Tracker().Watch(a.GetResource(), a.GetNamespace())
+		n.Add(1) // counted once the watch is registered
+		return true, w, err
+	})
 	up := &Uploads{}
 	c, err := NewCluster(ClusterConfig{Client: client, Namespace: "ns", HelperImage: "busybox:1",
 		Uploads: up, UploadURL: "http://127.0.0.1:1", Claims: map[string]string{"db": "db-claim"}})
@@ -110,17 +121,22 @@ func simpleTask(t *testing.T) *v1.Task {
 	return tk
 }
 
-// created waits for the backend's TaskRun to appear in the fake.
+// watches counts, per fake clientset, the TaskRun watches started on it.
+var watches sync.Map // *fake.Clientset → *atomic.Int32
+
+// created waits for the backend's TaskRun to appear in the fake and for the
+// backend to watch it, so that a change the test makes next is seen.
 func created(t *testing.T, client *fake.Clientset) *v1.TaskRun {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	n, _ := watches.Load(client)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		list, err := client.TektonV1().TaskRuns("ns").List(context.Background(), metav1.ListOptions{})
 		require.NoError(t, err)
-		if len(list.Items) == 1 {
+		if len(list.Items) == 1 && (n == nil || n.(*atomic.Int32).Load() > 0) {
 			return &list.Items[0]
 		}
-		require.True(t, time.Now().Before(deadline), "no TaskRun created")
+		require.True(t, time.Now().Before(deadline), "no TaskRun created and watched")
 		time.Sleep(10 * time.Millisecond)
 	}
 }
