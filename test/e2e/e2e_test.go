@@ -224,7 +224,7 @@ func TestWorkerKilledMidScan(t *testing.T) {
 	// Exactly once: one completed task result and one job completion event.
 	taskID := schemas.TaskID(job.ID, "trivy")
 	require.Equal(t, 1, e.countMsgs(schemas.StreamResults, schemas.SubjectResultCompleted("trivy"), taskID))
-	require.Equal(t, 1, e.countMsgs(schemas.StreamJobs, schemas.SubjectJobCompleted("dev"), job.ID))
+	e.waitCount(1, schemas.StreamJobs, schemas.SubjectJobCompleted("dev"), job.ID)
 	// And the work queue is empty.
 	ctx := context.Background()
 	st := must(e.js.Stream(ctx, schemas.StreamTasks))

@@ -264,6 +264,22 @@ func bulk(r schemas.JobRequest) schemas.JobRequest {
 	return r
 }
 
+// waitCount waits until want messages on subject of stream contain needle,
+// then checks no more arrived: announcements such as a job's completion
+// trail the state the API already shows.
+func (e *env) waitCount(want int, stream, subject, needle string, msgAndArgs ...any) {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n := e.countMsgs(stream, subject, needle)
+		if n >= want || time.Now().After(deadline) {
+			require.Equal(e.t, want, n, msgAndArgs...)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // countMsgs counts the messages on subject in stream whose body contains needle.
 func (e *env) countMsgs(stream, subject, needle string) int {
 	e.t.Helper()

@@ -97,7 +97,7 @@ func TestWebhookPushCreatesJob(t *testing.T) {
 		Event: schemas.GitEventPush, DeliveryID: delivery, Sender: "octocat",
 		URL: "https://github.com/acme/payments-api/compare/000000000001...0d1a26e67d8f", Subscription: "dev-any-repo",
 	}, done.Provenance, "GET /v1/jobs/{id} shows where the job came from")
-	require.Equal(t, 1, e.countMsgs(schemas.StreamJobs, schemas.SubjectJobCompleted("dev"), delivery),
+	e.waitCount(1, schemas.StreamJobs, schemas.SubjectJobCompleted("dev"), delivery,
 		"the job completed event carries the provenance")
 
 	t.Run("a redelivered delivery creates no second job", func(t *testing.T) {
