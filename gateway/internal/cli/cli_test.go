@@ -332,7 +332,8 @@ func TestTerminalProgress(t *testing.T) {
 	r := <-done
 	require.Equal(t, cli.ExitOK, r.code, r.stderr)
 	require.Contains(t, r.stderr, "submitted job "+id)
-	require.Contains(t, r.stderr, "job "+id+" queued")
+	// Intermediate states are printed as the CLI observes them; a poll may
+	// skip one (here the job moves on at once), so only the ends are certain.
 	require.Contains(t, r.stderr, "job "+id+" succeeded")
 	require.Regexp(t, `\[\s+\d+m?\d*s\] `, r.stderr, "lines carry the elapsed time")
 }
