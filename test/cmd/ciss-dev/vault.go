@@ -77,7 +77,7 @@ func printVault(w *os.File, cfg stack.Config, s *stack.Stack, v *vaultdev.Server
 	body := `{"type":"vault-auth-onboard","params":{"name":"ci-deploy","auth_type":"approle","token_ttl":"15m","secret_id_ttl":"1h","paths":"app/*","dry_run":"true"}}`
 	fmt.Fprintf(w, `Protected actions: a dev Vault at %s (root token in %s; guardrails %s).
 
-  # 7. plan an AppRole onboarding for tenant dev (drop "dry_run" to apply it)
+  # 9. plan an AppRole onboarding for tenant dev (drop "dry_run" to apply it)
   ID=$(curl -sS -o /dev/null -D - %s -H 'Content-Type: application/json' -d '%s' \
     %s/v1/jobs | sed -n 's|^[Ll]ocation: /v1/jobs/\([^[:space:]]*\).*|\1|p'); echo "job $ID"
   curl -sS %s "%s/v1/jobs/$ID?wait=30s" >/dev/null
